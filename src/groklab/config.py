@@ -1,0 +1,335 @@
+"""Typed, validated run and analysis configs, with ``KEY=VALUE`` overrides.
+
+A config left at ``None`` takes the task's or regime's default when it is
+built, so a saved config always holds the resolved values that produced a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """Invalid configuration value; the message names the key, the value and the fix."""
+
+
+class Task(str, Enum):
+    MODADD = "modadd"
+    ISING = "ising"
+
+
+class Regime(str, Enum):
+    GROK = "grok"
+    STEADY = "steady"
+
+
+# Defaults per task. Modular addition follows the MLP setup that groks within
+# about 60 epochs at alpha 10 and learns steadily at alpha 0.1. For Ising,
+# alpha 10 fits the training set by epoch ~6000 and generalises by ~18000,
+# while alpha 1 generalises by ~2000 (measured on one seed; see README).
+TASK_DEFAULTS: dict[Task, dict[str, Any]] = {
+    Task.MODADD: {
+        "lr": 5e-3,
+        "weight_decay": 3e-5,
+        "batch_size": 64,
+        "epochs": 100,
+        "hidden": 512,
+        "alpha": {Regime.GROK: 10.0, Regime.STEADY: 0.1},
+        "checkpoint_dense_until": 40,
+        "checkpoint_every": 2,
+    },
+    Task.ISING: {
+        "lr": 1e-4,
+        "weight_decay": 0.1,
+        "batch_size": 300,
+        "epochs": 20000,
+        "hidden": 100,
+        "alpha": {Regime.GROK: 10.0, Regime.STEADY: 1.0},
+        "checkpoint_dense_until": 20,
+        "checkpoint_every": 200,
+    },
+}
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines one training run."""
+
+    task: Task
+    """Task: ``modadd`` (modular addition, MLP) or ``ising`` (phase, CNN)."""
+    regime: Regime
+    """Training path: ``grok`` (large alpha) or ``steady`` (small alpha)."""
+    alpha: float | None = None
+    """Initial scale: every parameter is multiplied by it after init (regime default)."""
+    seed: int = 0
+    """Seed of the initialisation and of the per-epoch data order."""
+    data_seed: int = 0
+    """Seed of the train/test split (and Ising sampling); shared by both regimes."""
+    epochs: int | None = None
+    """Number of training epochs (task default)."""
+    lr: float | None = None
+    """Adam learning rate (task default)."""
+    weight_decay: float | None = None
+    """L2 weight decay added to the gradient, as in ``torch.optim.Adam`` (task default)."""
+    batch_size: int | None = None
+    """Minibatch size; Ising trains full batch by default (task default)."""
+    hidden: int | None = None
+    """Hidden width: 512 for the MLP, 100 for the CNN's dense layer (task default)."""
+    p: int = 113
+    """Modulus of modular addition; inputs are all P*P pairs."""
+    train_fraction: float = 0.7
+    """Share of the P*P pairs used for training."""
+    ising_lattice: int = 16
+    """Linear size L of the L x L Ising lattice (a multiple of 4 for the CNN)."""
+    ising_t_min: float = 1.0
+    """Lowest sampled temperature (J = k_B = 1)."""
+    ising_t_max: float = 3.5
+    """Highest sampled temperature."""
+    ising_n_temperatures: int = 26
+    """Number of evenly spaced temperatures, inclusive of both ends."""
+    ising_samples_per_temperature: int = 50
+    """Monte Carlo samples stored per temperature."""
+    ising_train: int = 300
+    """Ising training samples, drawn at random from the dataset."""
+    ising_test: int = 1000
+    """Ising test samples, disjoint from the training samples."""
+    checkpoint_dense_until: int | None = None
+    """Save a checkpoint at every epoch up to this one (task default)."""
+    checkpoint_every: int | None = None
+    """After that, save a checkpoint every this many epochs (task default)."""
+    threads: int = 1
+    """PyTorch CPU threads; one is fastest for these small models."""
+
+    def __post_init__(self) -> None:
+        self.task = _parse_enum(Task, self.task, "task")
+        self.regime = _parse_enum(Regime, self.regime, "regime")
+        defaults = TASK_DEFAULTS[self.task]
+        if self.alpha is None:
+            self.alpha = defaults["alpha"][self.regime]
+        for name in ("lr", "weight_decay", "batch_size", "epochs", "hidden"):
+            if getattr(self, name) is None:
+                setattr(self, name, defaults[name])
+        for name in ("checkpoint_dense_until", "checkpoint_every"):
+            if getattr(self, name) is None:
+                setattr(self, name, defaults[name])
+        self._validate()
+
+    def _validate(self) -> None:
+        _require(self.alpha > 0 and math.isfinite(self.alpha), "alpha", self.alpha,
+                 "use a finite value > 0, e.g. 10 (grok) or 0.1 (steady)")
+        _require(self.epochs >= 1, "epochs", self.epochs, "use an integer >= 1")
+        _require(self.lr > 0 and math.isfinite(self.lr), "lr", self.lr,
+                 "use a finite value > 0")
+        _require(self.weight_decay >= 0, "weight_decay", self.weight_decay,
+                 "use a value >= 0")
+        _require(self.batch_size >= 1, "batch_size", self.batch_size,
+                 "use an integer >= 1")
+        _require(self.hidden >= 1, "hidden", self.hidden, "use an integer >= 1")
+        _require(self.p >= 2, "p", self.p, "use a modulus >= 2, e.g. 113")
+        _require(0 < self.train_fraction < 1, "train_fraction", self.train_fraction,
+                 "use a value strictly between 0 and 1")
+        _require(self.ising_lattice >= 4 and self.ising_lattice % 4 == 0,
+                 "ising_lattice", self.ising_lattice,
+                 "use a multiple of 4, because the CNN pools twice by 2")
+        _require(0 < self.ising_t_min < self.ising_t_max, "ising_t_min",
+                 self.ising_t_min, "use 0 < ising_t_min < ising_t_max")
+        for name in ("ising_n_temperatures", "ising_samples_per_temperature",
+                     "ising_train", "ising_test", "threads"):
+            _require(getattr(self, name) >= 1, name, getattr(self, name),
+                     "use an integer >= 1")
+        _require(self.checkpoint_dense_until >= 0, "checkpoint_dense_until",
+                 self.checkpoint_dense_until, "use an integer >= 0")
+        _require(self.checkpoint_every >= 1, "checkpoint_every",
+                 self.checkpoint_every, "use an integer >= 1")
+
+    @property
+    def name(self) -> str:
+        """Run name: task, regime, alpha and seed."""
+        return f"{self.task.value}-{self.regime.value}-a{self.alpha:g}-s{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        return _from_dict(cls, data)
+
+
+@dataclass
+class AnalysisConfig:
+    """Settings of ``groklab analyze``; every result records the values it used."""
+
+    fisher_form: str = "regression"
+    """Fisher form for pruning and geometry: ``regression`` or ``classification``."""
+    fisher_inputs: int = 512
+    """Held-out inputs for the Fisher diagonal of the final model (pruning)."""
+    geometry_fisher_inputs: int = 128
+    """Held-out inputs for the Fisher diagonal at each checkpoint (geometry)."""
+    fisher_chunk_size: int = 32
+    """Inputs per vectorised chunk; bounds memory of per-sample Jacobians."""
+    pruning_orders: list[str] = field(
+        default_factory=lambda: ["fisher", "magnitude", "fisher_theta2"]
+    )
+    """Pruning orders to evaluate: ``fisher``, ``magnitude``, ``fisher_theta2``."""
+    n_fractions: int = 101
+    """Points on each pruning curve before refinement near full pruning."""
+    tolerance: float = 0.01
+    """Relative drop in test accuracy that still counts as unharmed."""
+    linear_fit_max_fraction: float = 0.5
+    """Fit loss against pruned fraction over fractions up to this value."""
+    compressive_r2: float = 0.9
+    """R^2 above which a loss-vs-fraction fit counts as the compressive regime."""
+    sloppy_threshold: float = 0.1
+    """Parameters whose final Fisher diagonal is below this are ``sloppy``."""
+    top_k: int = 5
+    """Number of key frequencies reported for modular addition."""
+    max_checkpoints: int = 60
+    """At most this many checkpoints, evenly spread, enter the geometry."""
+    seed: int = 0
+    """Seed for choosing held-out inputs and for probe splits."""
+
+    def __post_init__(self) -> None:
+        _require(self.fisher_form in ("regression", "classification"), "fisher_form",
+                 self.fisher_form, "use regression or classification")
+        allowed = {"fisher", "magnitude", "fisher_theta2"}
+        for order in self.pruning_orders:
+            _require(order in allowed, "pruning_orders", order,
+                     "use a comma list of fisher, magnitude, fisher_theta2")
+        _require(len(self.pruning_orders) >= 1, "pruning_orders",
+                 self.pruning_orders, "name at least one order")
+        for name in ("fisher_inputs", "geometry_fisher_inputs", "fisher_chunk_size",
+                     "top_k"):
+            _require(getattr(self, name) >= 1, name, getattr(self, name),
+                     "use an integer >= 1")
+        _require(self.n_fractions >= 3, "n_fractions", self.n_fractions,
+                 "use an integer >= 3")
+        _require(self.max_checkpoints >= 3, "max_checkpoints", self.max_checkpoints,
+                 "use an integer >= 3")
+        _require(0 <= self.tolerance < 1, "tolerance", self.tolerance,
+                 "use a value in [0, 1), e.g. 0.01 for 1 %")
+        _require(0 < self.linear_fit_max_fraction <= 1, "linear_fit_max_fraction",
+                 self.linear_fit_max_fraction, "use a value in (0, 1]")
+        _require(0 <= self.compressive_r2 <= 1, "compressive_r2", self.compressive_r2,
+                 "use a value in [0, 1]")
+        _require(self.sloppy_threshold >= 0, "sloppy_threshold",
+                 self.sloppy_threshold, "use a value >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AnalysisConfig:
+        return _from_dict(cls, data)
+
+
+def apply_overrides(config_cls: type, base: dict[str, Any], pairs: list[str]) -> Any:
+    """Build ``config_cls`` from ``base`` with ``KEY=VALUE`` strings applied on top."""
+    values = dict(base)
+    hints = typing.get_type_hints(config_cls)
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(
+                f"invalid override {pair!r}: expected KEY=VALUE, e.g. --set lr=1e-3"
+            )
+        if key not in hints:
+            raise ConfigError(
+                f"unknown config key {key!r} in {pair!r}: known keys are "
+                f"{', '.join(sorted(hints))}"
+            )
+        values[key] = _parse_value(key, raw.strip(), hints[key])
+    return _from_dict(config_cls, values)
+
+
+def _parse_value(key: str, raw: str, hint: Any) -> Any:
+    """Convert the text ``raw`` to the type annotated for ``key``."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if args else hint
+    if raw.lower() == "none" and type(None) in typing.get_args(hint):
+        return None
+    try:
+        if typing.get_origin(base) is list:
+            return [item.strip() for item in raw.split(",") if item.strip()]
+        if base is bool:
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(raw)
+            return raw.lower() in ("true", "1")
+        if base is int:
+            return int(raw)
+        if base is float:
+            return float(raw)
+        return raw
+    except ValueError:
+        name = getattr(base, "__name__", str(base))
+        raise ConfigError(
+            f"invalid value {raw!r} for {key}: expected {name}"
+        ) from None
+
+
+def _to_dict(config: Any) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        out[f.name] = value.value if isinstance(value, Enum) else value
+    return out
+
+
+def _from_dict(config_cls: type, data: dict[str, Any]) -> Any:
+    """Build a config from a dict, rejecting unknown keys and mistyped values."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"invalid config: expected a JSON object, got {type(data).__name__}"
+        )
+    hints = typing.get_type_hints(config_cls)
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {unknown[0]!r}: known keys are {', '.join(sorted(hints))}"
+        )
+    for key, value in data.items():
+        _check_type(key, value, hints[key])
+    try:
+        return config_cls(**data)
+    except TypeError as err:
+        raise ConfigError(f"invalid config: {err}") from None
+
+
+def _check_type(key: str, value: Any, hint: Any) -> None:
+    args = typing.get_args(hint)
+    if value is None and type(None) in args:
+        return
+    base = next((a for a in args if a is not type(None)), hint)
+    if isinstance(base, type) and issubclass(base, Enum):
+        ok = isinstance(value, str)
+    elif base is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif base is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif typing.get_origin(base) is list:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    else:
+        ok = isinstance(value, base)
+    if not ok:
+        name = getattr(base, "__name__", str(base))
+        raise ConfigError(
+            f"invalid type for {key}: {value!r} is {type(value).__name__}, expected {name}"
+        )
+
+
+def _parse_enum(enum_cls: type[Enum], value: Any, key: str) -> Any:
+    try:
+        return enum_cls(value)
+    except ValueError:
+        allowed = ", ".join(member.value for member in enum_cls)
+        raise ConfigError(f"unknown {key} {value!r}: use one of {allowed}") from None
+
+
+def _require(ok: bool, key: str, value: Any, fix: str) -> None:
+    if not ok:
+        raise ConfigError(f"invalid {key} {value!r}: {fix}")

@@ -1,0 +1,1 @@
+"""Tasks: modular addition and 2D Ising phase classification."""

@@ -1,0 +1,92 @@
+"""Load a task's tensors for a run config: one entry point for both tasks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from groklab.config import RunConfig, Task
+from groklab.tasks.modadd import split_table
+
+
+@dataclass
+class TaskData:
+    """Train and test tensors, plus per-test-sample physics for Ising."""
+
+    train_inputs: torch.Tensor
+    train_targets: torch.Tensor
+    test_inputs: torch.Tensor
+    test_targets: torch.Tensor
+    test_observables: dict[str, np.ndarray] = field(default_factory=dict)
+    """Ising only: ``energy`` (per spin), ``abs_magnetisation`` (per spin), ``temperature``."""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """Where the data came from: dataset file, its SHA-256, sampler versions."""
+
+
+def default_cache_dir() -> Path:
+    """Return the folder for cached Ising datasets: ``$GROKLAB_CACHE`` or ~/.cache/groklab."""
+    import os
+
+    root = os.environ.get("GROKLAB_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "groklab"
+
+
+def load_task(config: RunConfig, cache_dir: Path | None = None) -> TaskData:
+    """Build or load the data of ``config.task``; Ising datasets are cached on disk."""
+    if config.task is Task.MODADD:
+        data = split_table(config.p, config.train_fraction, config.data_seed)
+        return TaskData(
+            data.train_inputs,
+            data.train_targets,
+            data.test_inputs,
+            data.test_targets,
+            provenance={"dataset": f"modadd p={config.p} split seed={config.data_seed}"},
+        )
+    if config.task is Task.ISING:
+        return _load_ising(config, cache_dir or default_cache_dir())
+    raise ValueError(f"unknown task {config.task!r}: use modadd or ising")
+
+
+def ising_spec(config: RunConfig):
+    """Return the Ising dataset spec that ``config`` asks for."""
+    from groklab.tasks.ising.dataset import IsingDataSpec
+
+    return IsingDataSpec(
+        lattice=config.ising_lattice,
+        t_min=config.ising_t_min,
+        t_max=config.ising_t_max,
+        n_temperatures=config.ising_n_temperatures,
+        samples_per_temperature=config.ising_samples_per_temperature,
+        seed=config.data_seed,
+    )
+
+
+def _load_ising(config: RunConfig, cache_dir: Path) -> TaskData:
+    from groklab.tasks.ising.dataset import dataset_sha256, load_or_build, split_indices
+
+    dataset, path = load_or_build(ising_spec(config), cache_dir)
+    train, test = split_indices(
+        len(dataset.label), config.ising_train, config.ising_test, config.data_seed
+    )
+    spins = torch.from_numpy(dataset.spins.astype(np.float32)).unsqueeze(1)
+    labels = torch.from_numpy(dataset.label.astype(np.int64))
+    n_sites = config.ising_lattice**2
+    observables = {
+        "energy": dataset.energy[test],
+        "abs_magnetisation": np.abs(dataset.magnetisation[test]) / n_sites,
+        "temperature": dataset.temperature[test],
+    }
+    provenance = {
+        "dataset": str(path),
+        "dataset_sha256": dataset_sha256(path),
+        "dataset_metadata": {
+            k: v for k, v in dataset.metadata.items() if not isinstance(v, (list, dict))
+        },
+    }
+    return TaskData(
+        spins[train], labels[train], spins[test], labels[test], observables, provenance
+    )

@@ -1,0 +1,117 @@
+"""Checkpoints as safetensors files that describe themselves.
+
+Each file holds the model parameters under ``model/<name>`` (and, for the
+resume point, Adam's state under ``optim/<name>/<key>``) plus string metadata:
+the epoch, the resolved config and that epoch's metrics, as JSON. Files are
+written to a temporary name and renamed into place, so a crash never leaves a
+half-written checkpoint under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+FORMAT = "groklab-checkpoint-1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated or not a groklab checkpoint."""
+
+
+def checkpoint_epochs(epochs: int, dense_until: int, every: int) -> list[int]:
+    """Return the epochs to checkpoint: 0..dense_until, then every ``every``, then the last."""
+    dense = range(0, min(dense_until, epochs) + 1)
+    sparse = range(dense_until + every, epochs + 1, every) if dense_until < epochs else []
+    return sorted(set(dense) | set(sparse) | {epochs})
+
+
+def checkpoint_path(run_dir: Path, epoch: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"epoch_{epoch:07d}.safetensors"
+
+
+def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write ``tensors`` and JSON ``meta`` to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"format": FORMAT, "meta": json.dumps(meta, sort_keys=True)}
+    contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
+    os.close(fd)
+    try:
+        save_file(contiguous, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint; raise CheckpointError naming the file if it is unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found: check the run folder path")
+    try:
+        tensors = load_file(path)
+        with open(path, "rb") as handle:
+            header_len = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(header_len))
+        metadata = header.get("__metadata__", {})
+        if metadata.get("format") != FORMAT:
+            raise CheckpointError(
+                f"checkpoint {path} is not a {FORMAT} file: re-create it with groklab train"
+            )
+        return tensors, json.loads(metadata["meta"])
+    except (SafetensorError, OSError, ValueError, KeyError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated ({type(err).__name__}): "
+            "delete it or re-run training"
+        ) from None
+
+
+def model_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Return the ``model/`` entries of a checkpoint, keyed by parameter name."""
+    return {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+
+
+def pack_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> dict[str, torch.Tensor]:
+    """Flatten model parameters and (optionally) Adam state into named tensors."""
+    tensors = {f"model/{n}": p.detach() for n, p in model.named_parameters()}
+    if optimizer is None:
+        return tensors
+    names = {id(p): n for n, p in model.named_parameters()}
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            value = torch.as_tensor(value)
+            tensors[f"optim/{names[id(param)]}/{key}"] = value.reshape(-1)
+    return tensors
+
+
+def unpack_state(
+    tensors: dict[str, torch.Tensor],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> None:
+    """Load the output of :func:`pack_state` back into ``model`` and ``optimizer``."""
+    model.load_state_dict(model_tensors(tensors), strict=True)
+    if optimizer is None:
+        return
+    for name, param in model.named_parameters():
+        state = {}
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            value = tensors.get(f"optim/{name}/{key}")
+            if value is not None:
+                state[key] = value.reshape(()) if key == "step" else value.view_as(param)
+        if state:
+            optimizer.state[param] = state
