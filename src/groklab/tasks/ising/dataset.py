@@ -1,0 +1,325 @@
+"""The Ising phase-classification dataset: a temperature grid, sampled and cached.
+
+A dataset is fully determined by an ``IsingDataSpec``. Its fingerprint names
+the cache file, so changing any field, the sampler settings or the mcising
+version builds a fresh file instead of reusing a stale one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from tqdm import tqdm
+
+from groklab.tasks.ising import sampling
+from groklab.tasks.ising.observables import (
+    CRITICAL_TEMPERATURE,
+    CRITICAL_TOLERANCE,
+    phase_label,
+)
+
+FORMAT_VERSION = 1
+"""Version of the cache file layout, part of the fingerprint."""
+
+ARRAY_DTYPES: dict[str, type] = {
+    "spins": np.int8,
+    "temperature": np.float64,
+    "label": np.int64,
+    "energy": np.float64,
+    "magnetisation": np.float64,
+}
+"""Arrays stored in the cache file and their dtypes. All share the sample axis."""
+
+
+@dataclass(frozen=True)
+class IsingDataSpec:
+    """Settings that fully determine an Ising dataset, validated on construction."""
+
+    lattice: int = 16
+    """Linear lattice size L. Each sample has L x L spins."""
+    t_min: float = 1.0
+    """Lowest temperature of the grid (k_B = J = 1)."""
+    t_max: float = 3.5
+    """Highest temperature of the grid, included."""
+    n_temperatures: int = 26
+    """Number of evenly spaced grid temperatures, both ends included."""
+    samples_per_temperature: int = 50
+    """Stored configurations per grid temperature."""
+    seed: int = 0
+    """Root seed. Grid temperature i samples from a stream derived from (seed, i)."""
+    algorithm: str = sampling.Algorithm.WOLFF.value
+    """Monte Carlo update, a value of ``sampling.Algorithm``."""
+    thermalisation_sweeps: int = sampling.THERMALISATION_SWEEPS
+    """Sweeps discarded at each temperature before measuring (Wolff: cluster flips)."""
+
+    def __post_init__(self) -> None:
+        self._check_sizes()
+        self._check_grid()
+        sampling.parse_algorithm(self.algorithm)
+
+    def _check_sizes(self) -> None:
+        """Raise a one-line ValueError for an invalid lattice, count or seed."""
+        if self.lattice < 2:
+            raise ValueError(f"lattice {self.lattice} is too small; use at least 2")
+        for name in ("n_temperatures", "samples_per_temperature"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} {getattr(self, name)} is invalid; use >= 1")
+        if self.thermalisation_sweeps < 0:
+            raise ValueError(
+                f"thermalisation_sweeps {self.thermalisation_sweeps} is negative; "
+                "use 0 or more"
+            )
+        if self.seed < 0:
+            raise ValueError(f"seed {self.seed} is invalid; use an integer >= 0")
+
+    def _check_grid(self) -> None:
+        """Raise a one-line ValueError for a bad range or a grid point at Tc."""
+        if not 0 < self.t_min < self.t_max < float("inf"):
+            raise ValueError(
+                f"temperature range [{self.t_min}, {self.t_max}] is invalid; "
+                "use 0 < t_min < t_max < inf"
+            )
+        near = np.abs(self.temperatures() - CRITICAL_TEMPERATURE) < CRITICAL_TOLERANCE
+        if near.any():
+            value = self.temperatures()[near][0].item()
+            raise ValueError(
+                f"grid temperature {value!r} is Tc, which has no phase label; "
+                "change t_min, t_max or n_temperatures"
+            )
+
+    def temperatures(self) -> NDArray[np.float64]:
+        """Return the grid, shape (n_temperatures,), ascending."""
+        return np.linspace(self.t_min, self.t_max, self.n_temperatures)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields as a JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> IsingDataSpec:
+        """Build a spec from ``to_dict`` output, raising ValueError on unknown keys."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown IsingDataSpec keys {unknown}; use only {sorted(known)}"
+            )
+        return cls(**values)
+
+    def fingerprint(self) -> str:
+        """Return 16 hex digits of a sha256 over spec, sampler settings and mcising."""
+        payload = {
+            "spec": self.to_dict(),
+            "sampler": _sampler_settings(),
+            "mcising": version("mcising"),
+            "format": FORMAT_VERSION,
+        }
+        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass
+class IsingDataset:
+    """Labelled Ising configurations. Every array has the sample axis first."""
+
+    spins: NDArray[np.int8]  # sample L L, values -1 and +1
+    temperature: NDArray[np.float64]  # sample
+    label: NDArray[np.int64]  # sample, 0 ordered (T < Tc) or 1 disordered
+    energy: NDArray[np.float64]  # sample, per spin in [-1, 1]
+    magnetisation: NDArray[np.float64]  # sample, total (sum of spins)
+    spec: IsingDataSpec
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Versions, per-temperature tau_int, interval and is_thermalized, build time."""
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+
+def _sampler_settings() -> dict[str, float]:
+    """Return the sampler defaults that shape the data but are not spec fields."""
+    return {
+        "series_sweeps": sampling.SERIES_SWEEPS,
+        "tau_multiplier": sampling.TAU_MULTIPLIER,
+        "min_interval": sampling.MIN_INTERVAL,
+        "c_window": sampling.C_WINDOW,
+    }
+
+
+def temperature_seed(spec: IsingDataSpec, index: int) -> int:
+    """Return the sampler seed of grid temperature ``index``, independent per index."""
+    state = np.random.SeedSequence([spec.seed, index]).generate_state(1, np.uint64)
+    return int(state[0])
+
+
+def build_dataset(spec: IsingDataSpec, *, progress: bool = True) -> IsingDataset:
+    """Sample every grid temperature of ``spec`` and return the labelled dataset."""
+    start = time.perf_counter()
+    grid = spec.temperatures()
+    bar = tqdm(grid, desc="Ising temperatures", disable=not progress)
+    parts = [
+        sampling.sample_temperature(
+            spec.lattice,
+            float(t),
+            spec.samples_per_temperature,
+            seed=temperature_seed(spec, i),
+            algorithm=spec.algorithm,
+            thermalisation_sweeps=spec.thermalisation_sweeps,
+        )
+        for i, t in enumerate(bar)
+    ]
+    temperature = np.repeat(grid, spec.samples_per_temperature)
+    return IsingDataset(
+        spins=np.concatenate([p.spins for p in parts]),
+        temperature=temperature,
+        label=phase_label(temperature),
+        energy=np.concatenate([p.energy for p in parts]),
+        magnetisation=np.concatenate([p.magnetisation for p in parts]),
+        spec=spec,
+        metadata=_metadata(spec, parts, time.perf_counter() - start),
+    )
+
+
+def _metadata(
+    spec: IsingDataSpec, parts: list[sampling.TemperatureSamples], seconds: float
+) -> dict[str, Any]:
+    """Return the JSON-ready provenance record of a build."""
+    return {
+        "spec": spec.to_dict(),
+        "fingerprint": spec.fingerprint(),
+        "mcising_version": version("mcising"),
+        "numpy_version": np.__version__,
+        "sampler": _sampler_settings(),
+        "tau_int": [p.tau_int for p in parts],
+        "interval": [p.interval for p in parts],
+        "is_thermalized": [p.is_thermalized for p in parts],
+        "build_seconds": seconds,
+    }
+
+
+def save_dataset(dataset: IsingDataset, path: str | Path) -> None:
+    """Write ``dataset`` to ``path`` (.npz) atomically: temporary file, then rename."""
+    path = Path(path)
+    arrays = {name: getattr(dataset, name) for name in ARRAY_DTYPES}
+    metadata = dict(dataset.metadata, spec=dataset.spec.to_dict())
+    text = np.array(json.dumps(metadata))  # 0-d unicode array, loads without pickle
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez_compressed(handle, metadata=text, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_dataset(path: str | Path) -> IsingDataset:
+    """Read a file written by ``save_dataset``, checking keys, shapes and values.
+
+    A missing, truncated or otherwise invalid file raises a one-line ValueError.
+    """
+    path = Path(path)
+    try:
+        # Opening the file here guarantees it is closed whatever np.load raises.
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as npz:
+            contents = {name: npz[name] for name in npz.files}
+        return _dataset_from_arrays(contents)
+    except Exception as error:  # Any failure to read means the file is unusable.
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(
+            f"Ising dataset {path} is missing or invalid ({reason}); "
+            "delete it to rebuild"
+        ) from error
+
+
+def _dataset_from_arrays(contents: dict[str, np.ndarray]) -> IsingDataset:
+    """Return the dataset built from loaded arrays, raising ValueError if invalid."""
+    expected = set(ARRAY_DTYPES) | {"metadata"}
+    if set(contents) != expected:
+        raise ValueError(f"keys {sorted(contents)} differ from {sorted(expected)}")
+    metadata = json.loads(contents["metadata"].item())
+    spec = IsingDataSpec.from_dict(metadata["spec"])
+    arrays = {name: contents[name] for name in ARRAY_DTYPES}
+    _check_arrays(arrays, spec)
+    return IsingDataset(**arrays, spec=spec, metadata=metadata)
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], spec: IsingDataSpec) -> None:
+    """Raise ValueError unless dtypes, shapes, spins and labels match ``spec``."""
+    n = spec.n_temperatures * spec.samples_per_temperature
+    for name, dtype in ARRAY_DTYPES.items():
+        shape = (n, spec.lattice, spec.lattice) if name == "spins" else (n,)
+        array = arrays[name]
+        if array.dtype != dtype or array.shape != shape:
+            raise ValueError(f"{name} is {array.dtype}{array.shape}, not {shape}")
+    if not np.all(np.abs(arrays["spins"]) == 1):
+        raise ValueError("spins contain values other than -1 and +1")
+    grid = np.repeat(spec.temperatures(), spec.samples_per_temperature)
+    if not np.array_equal(arrays["temperature"], grid):
+        raise ValueError("temperatures differ from the spec's grid")
+    if not np.array_equal(arrays["label"], phase_label(arrays["temperature"])):
+        raise ValueError("labels disagree with the temperatures")
+
+
+def dataset_sha256(path: str | Path) -> str:
+    """Return the sha256 hex digest of the file at ``path``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_or_build(
+    spec: IsingDataSpec, cache_dir: str | Path, *, progress: bool = True
+) -> tuple[IsingDataset, Path]:
+    """Return the dataset of ``spec`` and its cache file, building it if needed.
+
+    The file is ``cache_dir / ising-<fingerprint>.npz``. A file that is missing,
+    invalid or built from another spec is rebuilt and replaced.
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"ising-{spec.fingerprint()}.npz"
+    if path.exists():
+        try:
+            dataset = load_dataset(path)
+        except ValueError:
+            dataset = None
+        if dataset is not None and dataset.spec == spec:
+            return dataset, path
+    dataset = build_dataset(spec, progress=progress)
+    save_dataset(dataset, path)
+    return dataset, path
+
+
+def split_indices(
+    n_total: int, n_train: int, n_test: int, seed: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Return disjoint, sorted (train, test) sample indices drawn at random.
+
+    The same arguments give the same split.
+    """
+    if n_train < 0 or n_test < 0:
+        raise ValueError(
+            f"split sizes ({n_train}, {n_test}) are invalid; use counts >= 0"
+        )
+    if n_train + n_test > n_total:
+        raise ValueError(
+            f"n_train + n_test = {n_train + n_test} exceeds the {n_total} samples; "
+            "raise samples_per_temperature or lower the split sizes"
+        )
+    order = np.random.default_rng(seed).permutation(n_total)
+    train = np.sort(order[:n_train]).astype(np.int64)
+    test = np.sort(order[n_train : n_train + n_test]).astype(np.int64)
+    return train, test
