@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from enum import Enum
@@ -249,9 +250,8 @@ def apply_overrides(config_cls: type, base: dict[str, Any], pairs: list[str]) ->
 
 def _parse_value(key: str, raw: str, hint: Any) -> Any:
     """Convert the text ``raw`` to the type annotated for ``key``."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    base = args[0] if args else hint
-    if raw.lower() == "none" and type(None) in typing.get_args(hint):
+    base = _unwrap_optional(hint)
+    if raw.lower() == "none" and base is not hint:
         return None
     try:
         if typing.get_origin(base) is list:
@@ -300,11 +300,17 @@ def _from_dict(config_cls: type, data: dict[str, Any]) -> Any:
         raise ConfigError(f"invalid config: {err}") from None
 
 
+def _unwrap_optional(hint: Any) -> Any:
+    """Return ``X`` for ``X | None`` and ``hint`` itself otherwise."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
 def _check_type(key: str, value: Any, hint: Any) -> None:
-    args = typing.get_args(hint)
-    if value is None and type(None) in args:
+    base = _unwrap_optional(hint)
+    if value is None and base is not hint:
         return
-    base = next((a for a in args if a is not type(None)), hint)
     if isinstance(base, type) and issubclass(base, Enum):
         ok = isinstance(value, str)
     elif base is float:
