@@ -167,9 +167,14 @@ class AnalysisConfig:
 
     fisher_form: str = "regression"
     """Fisher form for pruning and geometry: ``regression`` or ``classification``."""
-    fisher_inputs: int = 512
-    """Held-out inputs for the Fisher diagonal of the final model (pruning)."""
-    geometry_fisher_inputs: int = 128
+    fisher_inputs: int = 4096
+    """Held-out inputs for the final model's Fisher diagonal (capped at the test set).
+
+    Modular-addition inputs are one-hot, so each first-layer weight sees only
+    the held-out pairs that contain its token; too few inputs leave many
+    weights with a Fisher diagonal of exactly zero by chance.
+    """
+    geometry_fisher_inputs: int = 512
     """Held-out inputs for the Fisher diagonal at each checkpoint (geometry)."""
     fisher_chunk_size: int = 32
     """Inputs per vectorised chunk; bounds memory of per-sample Jacobians."""
@@ -189,7 +194,7 @@ class AnalysisConfig:
     """Parameters whose final Fisher diagonal is below this are ``sloppy``."""
     top_k: int = 5
     """Number of key frequencies reported for modular addition."""
-    max_checkpoints: int = 60
+    max_checkpoints: int = 150
     """At most this many checkpoints, evenly spread, enter the geometry."""
     seed: int = 0
     """Seed for choosing held-out inputs and for probe splits."""
@@ -207,8 +212,8 @@ class AnalysisConfig:
                      "top_k"):
             _require(getattr(self, name) >= 1, name, getattr(self, name),
                      "use an integer >= 1")
-        _require(self.n_fractions >= 3, "n_fractions", self.n_fractions,
-                 "use an integer >= 3")
+        _require(self.n_fractions >= 4, "n_fractions", self.n_fractions,
+                 "use an integer >= 4")
         _require(self.max_checkpoints >= 3, "max_checkpoints", self.max_checkpoints,
                  "use an integer >= 3")
         _require(0 <= self.tolerance < 1, "tolerance", self.tolerance,

@@ -92,6 +92,7 @@ def train(
     cache_dir: Path | None = None,
     force: bool = False,
     progress: bool = True,
+    position: int | None = None,
 ) -> Path:
     """Train ``config`` from scratch into ``run_dir`` and return the folder.
 
@@ -120,6 +121,7 @@ def train(
             unit="epoch",
             mininterval=0.5,
             dynamic_ncols=True,
+            position=position,
         )
         for epoch in bar:
             if epoch > 0:

@@ -1,0 +1,268 @@
+"""Analyse one finished run folder and write ``analysis.json``.
+
+Every number in the output names the settings that produced it: the Fisher
+form, the pruning order, the tolerance and the number of held-out inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from groklab.analysis.features import fourier_features, ising_features
+from groklab.analysis.fisher import fisher_diagonal
+from groklab.analysis.geometry import summary_statistics, trajectory_measures
+from groklab.analysis.pruning import (
+    compression_factor,
+    default_fractions,
+    linear_fit,
+    pruning_curve,
+    saliency,
+)
+from groklab.analysis.timing import grokking_times
+from groklab.config import AnalysisConfig, Task
+from groklab.models import build_model
+from groklab.tasks.loader import TaskData, load_task
+from groklab.training.checkpoints import load_checkpoint, model_tensors
+from groklab.training.runfolder import Run, RunFolderError, read_run, versions, write_json
+
+ANALYSIS_FILE = "analysis.json"
+
+
+def analyze_run(
+    run_dir: Path, config: AnalysisConfig | None = None, *, progress: bool = True
+) -> dict[str, Any]:
+    """Compute every analysis of ``run_dir``, write analysis.json and figures, return it."""
+    config = config or AnalysisConfig()
+    run = read_run(run_dir)
+    torch.set_num_threads(run.config.threads)
+    data = _load_run_data(run)
+    model = build_model(run.config)
+    checkpoints = run.checkpoints()
+    if not checkpoints:
+        raise RunFolderError(f"run {run.path} has no checkpoints: re-run training")
+    final_params = _load_params(checkpoints[-1][1])
+    held_out = _held_out(data, config)
+    steps = [
+        ("timing", lambda: grokking_times(
+            run.metrics["epoch"], run.metrics["train/acc"], run.metrics["test/acc"]
+        ).to_dict()),
+        ("features", lambda: _features(run, model, final_params, data, config)),
+        ("pruning", lambda: _pruning(model, final_params, data, held_out, config)),
+        ("geometry", lambda: _geometry(model, checkpoints, held_out, config, progress)),
+        ("features_over_time", lambda: _features_over_time(
+            run, model, checkpoints, data, config)),
+    ]
+    result: dict[str, Any] = {
+        "run": run.config.name,
+        "task": run.config.task.value,
+        "regime": run.config.regime.value,
+        "config": run.config.to_dict(),
+        "analysis_config": config.to_dict(),
+        "provenance": {
+            "versions": versions(),
+            "run_provenance": run.provenance,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+        "final": _final_metrics(run),
+    }
+    for name, step in tqdm(steps, desc=f"analyse {run.config.name}", disable=not progress):
+        result[name] = step()
+    result = _json_safe(result)
+    write_json(run.path / ANALYSIS_FILE, result)
+    from groklab.report.figures import write_run_figures
+
+    write_run_figures(run.path, result)
+    return result
+
+
+def _load_run_data(run: Run) -> TaskData:
+    """Load the run's data, checking an Ising dataset against its recorded hash."""
+    recorded = run.provenance.get("data", {})
+    cache_dir = Path(recorded["dataset"]).parent if "dataset_sha256" in recorded else None
+    data = load_task(run.config, cache_dir)
+    expected = recorded.get("dataset_sha256")
+    if expected and data.provenance.get("dataset_sha256") != expected:
+        raise RunFolderError(
+            f"dataset {data.provenance.get('dataset')} differs from the one run "
+            f"{run.path} was trained on (SHA-256 {expected[:12]}...): restore it or retrain"
+        )
+    return data
+
+
+def _load_params(path: Path) -> dict[str, torch.Tensor]:
+    tensors, _ = load_checkpoint(path)
+    return model_tensors(tensors)
+
+
+def _held_out(data: TaskData, config: AnalysisConfig) -> dict[str, torch.Tensor]:
+    """Pick seeded held-out test inputs for the Fisher diagonals."""
+    generator = torch.Generator().manual_seed(config.seed)
+    order = torch.randperm(len(data.test_inputs), generator=generator)
+    return {
+        "pruning": data.test_inputs[order[: config.fisher_inputs]],
+        "geometry": data.test_inputs[order[: config.geometry_fisher_inputs]],
+    }
+
+
+def _final_metrics(run: Run) -> dict[str, float]:
+    return {key: float(values[-1]) for key, values in run.metrics.items()}
+
+
+def _features(run, model, params, data, config) -> dict[str, Any]:
+    if run.config.task is Task.MODADD:
+        weight = params["fc1.weight"].double().numpy()
+        return fourier_features(weight, run.config.p, top_k=config.top_k)
+    activations = _activations(model, params, data.test_inputs)
+    return ising_features(
+        activations,
+        data.test_observables["energy"],
+        data.test_observables["abs_magnetisation"],
+    )
+
+
+@torch.no_grad()
+def _activations(model: nn.Module, params, inputs) -> dict[str, np.ndarray]:
+    model.load_state_dict(params)
+    return {k: v.double().numpy() for k, v in model.activations(inputs).items()}
+
+
+def _pruning(model, params, data, held_out, config: AnalysisConfig) -> dict[str, Any]:
+    fisher = fisher_diagonal(
+        model, held_out["pruning"], config.fisher_form, params=params,
+        chunk_size=config.fisher_chunk_size,
+    )
+    layers = sorted({name.split(".")[0] for name in params})
+    fractions = default_fractions(config.n_fractions)
+    out: dict[str, Any] = {
+        "fisher_form": config.fisher_form,
+        "fisher_inputs": len(held_out["pruning"]),
+        "tolerance": config.tolerance,
+        "orders": {},
+    }
+    for order in config.pruning_orders:
+        scores = saliency(params, fisher, order)
+        args = (model, params, scores, data.test_inputs, data.test_targets)
+        curve = pruning_curve(*args, fractions, order=order)
+        fit = linear_fit(curve.fractions, curve.loss,
+                         max_fraction=config.linear_fit_max_fraction)
+        out["orders"][order] = {
+            "global": curve.to_dict(),
+            "layers": {
+                layer: pruning_curve(*args, fractions, scope=layer, order=order).to_dict()
+                for layer in layers
+            },
+            "compression": _asdict(
+                compression_factor(
+                    *args, tolerance=config.tolerance, curve=curve, order=order
+                )
+            ),
+            "linear_fit": _asdict(fit),
+            "compressive": bool(fit.r2 >= config.compressive_r2 and fit.slope > 0),
+        }
+    return out
+
+
+def _select(checkpoints: list, limit: int) -> list:
+    """Keep at most ``limit`` checkpoints, evenly spread, always the first and last."""
+    if len(checkpoints) <= limit:
+        return checkpoints
+    picks = np.unique(np.round(np.linspace(0, len(checkpoints) - 1, limit)).astype(int))
+    return [checkpoints[i] for i in picks]
+
+
+def _geometry(model, checkpoints, held_out, config: AnalysisConfig, progress) -> dict:
+    chosen = _select(checkpoints, config.max_checkpoints)
+    thetas, fishers = [], []
+    for _, path in tqdm(chosen, desc="Fisher at checkpoints", disable=not progress,
+                        leave=False):
+        params = _load_params(path)
+        fisher = fisher_diagonal(
+            model, held_out["geometry"], config.fisher_form, params=params,
+            chunk_size=config.fisher_chunk_size,
+        )
+        thetas.append(_flatten(params, model))
+        fishers.append(_flatten(fisher, model))
+    epochs = np.array([epoch for epoch, _ in chosen])
+    measures = trajectory_measures(
+        np.stack(thetas), np.stack(fishers), epochs,
+        sloppy_threshold=config.sloppy_threshold,
+    )
+    measures["epochs"] = epochs.tolist()
+    measures["fisher_form"] = config.fisher_form
+    measures["fisher_inputs"] = len(held_out["geometry"])
+    cosines = measures["all"]["fisher_cosine"]
+    measures["fisher_cosine_summary"] = summary_statistics(
+        np.array([np.nan if c is None else c for c in cosines], dtype=float)
+    )
+    return measures
+
+
+def _features_over_time(run, model, checkpoints, data, config) -> dict[str, Any]:
+    """Track the headline feature measure at the checkpoints used for geometry."""
+    chosen = _select(checkpoints, config.max_checkpoints)
+    rows = []
+    for epoch, path in chosen:
+        params = _load_params(path)
+        row: dict[str, Any] = {"epoch": epoch}
+        if run.config.task is Task.MODADD:
+            feats = fourier_features(
+                params["fc1.weight"].double().numpy(), run.config.p, top_k=config.top_k
+            )
+            row["top_k_norm_fraction"] = feats["top_k_norm_fraction"]
+        else:
+            feats = _features(run, model, params, data, config)
+            row["max_abs_corr"] = {
+                layer: {t: v["max_abs_corr"] for t, v in entry["correlations"].items()}
+                for layer, entry in feats["layers"].items()
+            }
+        rows.append(row)
+    return {"rows": rows}
+
+
+def _flatten(tensors: dict[str, torch.Tensor], model: nn.Module) -> np.ndarray:
+    names = [name for name, _ in model.named_parameters()]
+    return torch.cat([tensors[n].reshape(-1).double() for n in names]).numpy()
+
+
+def _asdict(obj: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return obj.to_dict() if hasattr(obj, "to_dict") else dataclasses.asdict(obj)
+
+
+def _json_safe(value: Any) -> Any:
+    """Convert numpy scalars and arrays to plain Python; NaN and inf become None."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def load_analysis(run_dir: Path) -> dict[str, Any]:
+    """Read a run's analysis.json, raising RunFolderError if it is missing or corrupt."""
+    import json
+
+    path = Path(run_dir) / ANALYSIS_FILE
+    if not path.is_file():
+        raise RunFolderError(f"{path} not found: run groklab analyze {run_dir}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise RunFolderError(f"{path} is corrupt ({err}): run groklab analyze again") from None

@@ -1,0 +1,185 @@
+"""The ``groklab`` command line: parses arguments and dispatches, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from groklab.config import AnalysisConfig, RunConfig, apply_overrides
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are one line and exit with status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _set_option(parser: argparse.ArgumentParser, keys: str) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a config field; repeatable. Keys: {keys}",
+    )
+
+
+def _quiet_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quiet", action="store_true", help="hide progress bars"
+    )
+
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train one model and write its run folder",
+        description="Train one model by the grokking or steady path and write a run "
+        "folder: config.json, metrics.csv, checkpoints/ (safetensors).",
+    )
+    p.add_argument("--task", required=True, metavar="{modadd,ising}", help="task to train on")
+    p.add_argument("--regime", required=True, metavar="{grok,steady}", help="training path")
+    p.add_argument("--alpha", type=float, help="initial parameter scale (regime default)")
+    p.add_argument("--epochs", type=int, help="training epochs (task default)")
+    p.add_argument("--seed", type=int, help="initialisation and data-order seed (0)")
+    p.add_argument("--out", type=Path, help="run folder (default runs/NAME-TIME)")
+    p.add_argument("--force", action="store_true", help="replace an existing run folder")
+    p.add_argument("--cache-dir", type=Path, help="Ising dataset cache (~/.cache/groklab)")
+    _set_option(p, ", ".join(RunConfig.__dataclass_fields__))
+    _quiet_option(p)
+
+
+def _analyze_parser(sub) -> None:
+    p = sub.add_parser(
+        "analyze",
+        help="analyse a finished run",
+        description="Compute grokking times, features, Fisher diagonals, pruning curves "
+        "and information geometry of a run; writes analysis.json and figures/.",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder to analyse")
+    _set_option(p, ", ".join(AnalysisConfig.__dataclass_fields__))
+    _quiet_option(p)
+
+
+def _compare_parser(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="write a side-by-side report of grokking and steady runs",
+        description="Compare a grokking run with a steady run of the same task (more "
+        "pairs, of other tasks, may follow). Analyses missing runs first; writes "
+        "report.html (self-contained) and summary.json into --out.",
+    )
+    p.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR",
+                   help="GROK_RUN STEADY_RUN [more run folders]")
+    p.add_argument("--out", type=Path, required=True, help="report folder")
+    _set_option(p, ", ".join(AnalysisConfig.__dataclass_fields__))
+    _quiet_option(p)
+
+
+def _demo_parser(sub) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="train, analyse and compare both regimes on both tasks",
+        description="Run the whole study on quick defaults: grokking and steady runs "
+        "on modular addition and Ising, their analyses and report.html. Finished runs "
+        "in --out with the same config are reused.",
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="demo folder")
+    p.add_argument("--force", action="store_true",
+                   help="replace run folders whose config differs or that did not finish")
+    p.add_argument("--cache-dir", type=Path, help="Ising dataset cache (~/.cache/groklab)")
+    _quiet_option(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="groklab",
+        description="Grokking versus steady learning: train, analyse, compare.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (_train_parser, _analyze_parser, _compare_parser, _demo_parser):
+        add(sub)
+    return parser
+
+
+def _run_train(args) -> None:
+    from groklab.training.loop import train
+
+    base = {"task": args.task, "regime": args.regime}
+    for key in ("alpha", "epochs", "seed"):
+        if getattr(args, key) is not None:
+            base[key] = getattr(args, key)
+    config = apply_overrides(RunConfig, base, args.overrides)
+    out = args.out or Path("runs") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    train(config, out, cache_dir=args.cache_dir, force=args.force, progress=not args.quiet)
+    print(f"run folder: {out}")
+
+
+def _run_analyze(args) -> None:
+    from groklab.analysis.run import analyze_run
+
+    config = apply_overrides(AnalysisConfig, {}, args.overrides)
+    analyze_run(args.run_dir, config, progress=not args.quiet)
+    print(f"analysis: {args.run_dir / 'analysis.json'}")
+
+
+def _run_compare(args) -> None:
+    from groklab.report.compare import compare_runs
+
+    config = apply_overrides(AnalysisConfig, {}, args.overrides)
+    report = compare_runs(args.runs, args.out, config, progress=not args.quiet)
+    print(f"report: {report}")
+
+
+def _run_demo(args) -> None:
+    from groklab.demo import run_demo
+
+    report = run_demo(args.out, force=args.force, cache_dir=args.cache_dir,
+                      progress=not args.quiet)
+    print(f"report: {report}")
+
+
+COMMANDS = {
+    "train": _run_train,
+    "analyze": _run_analyze,
+    "compare": _run_compare,
+    "demo": _run_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # usage errors and --help
+        return stop.code if isinstance(stop.code, int) else EXIT_USAGE
+    try:
+        COMMANDS[args.command](args)
+    except ValueError as err:
+        # Invalid input (config, run folder, checkpoint, dataset) arrives as a
+        # ValueError subclass with a one-line message; set GROKLAB_DEBUG=1 to
+        # see the traceback instead.
+        if os.environ.get("GROKLAB_DEBUG"):
+            raise
+        print(f"groklab {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except RuntimeError as err:
+        # A diverged run has already been marked failed in its folder.
+        if type(err).__name__ != "TrainingDiverged" or os.environ.get("GROKLAB_DEBUG"):
+            raise
+        print(f"groklab {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"groklab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""``groklab demo``: both regimes on both tasks, analysed and compared, on quick defaults."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+from groklab.analysis.run import analyze_run
+from groklab.config import AnalysisConfig, RunConfig
+from groklab.report.compare import compare_runs
+from groklab.training.runfolder import RunFolderError, read_run
+
+# The task defaults already fit a laptop: modular addition groks within ~60 of its
+# 100 epochs, and Ising alpha 10 generalises within its 20000 full-batch epochs.
+DEMO_RUNS = [
+    {"task": "modadd", "regime": "grok"},
+    {"task": "modadd", "regime": "steady"},
+    {"task": "ising", "regime": "grok"},
+    {"task": "ising", "regime": "steady"},
+]
+
+
+def demo_configs() -> list[RunConfig]:
+    """Return the four run configs of the demo."""
+    return [RunConfig(**spec) for spec in DEMO_RUNS]
+
+
+def is_finished_with(run_dir: Path, config: RunConfig) -> bool:
+    """Return True when ``run_dir`` holds a finished run of exactly ``config``."""
+    try:
+        return read_run(run_dir).config.to_dict() == config.to_dict()
+    except RunFolderError:
+        return False
+
+
+def _train_job(config: RunConfig, run_dir: Path, cache_dir, force, progress, position):
+    from groklab.training.loop import train
+
+    train(config, run_dir, cache_dir=cache_dir, force=force, progress=progress,
+          position=position)
+    return run_dir
+
+
+def _analyze_job(run_dir: Path, progress: bool) -> Path:
+    analyze_run(run_dir, AnalysisConfig(), progress=progress)
+    return run_dir
+
+
+def run_demo(
+    out: Path,
+    *,
+    force: bool = False,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    workers: int | None = None,
+) -> Path:
+    """Train (or reuse), analyse and compare the demo runs; return report.html's path."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"demo folder {out} is a file: choose another --out")
+    configs = demo_configs()
+    run_dirs = [out / "runs" / config.name for config in configs]
+    pending = [
+        (config, run_dir)
+        for config, run_dir in zip(configs, run_dirs)
+        if not is_finished_with(run_dir, config)
+    ]
+    for _, run_dir in pending:
+        if run_dir.exists() and any(run_dir.iterdir()) and not force:
+            raise RunFolderError(
+                f"run folder {run_dir} holds another or unfinished run: pass --force "
+                "to replace it or choose another --out"
+            )
+    workers = workers or min(2, os.cpu_count() or 1)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        jobs = [
+            pool.submit(_train_job, config, run_dir, cache_dir, True, progress, i)
+            for i, (config, run_dir) in enumerate(pending)
+        ]
+        for job in jobs:
+            job.result()
+        for job in [pool.submit(_analyze_job, d, progress) for d in run_dirs]:
+            job.result()
+    return compare_runs(run_dirs, out, AnalysisConfig(), progress=progress)

@@ -1,0 +1,290 @@
+"""Figures, one function each, drawn from run metrics and analysis.json alone.
+
+Every function takes a list of ``RunView`` (one per regime, drawn side by side
+or overlaid) and returns a matplotlib Figure; nothing here computes science.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+STYLE = {
+    "font.size": 10,
+    "axes.titlesize": 10,
+    "axes.labelsize": 10,
+    "legend.fontsize": 8,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "figure.dpi": 110,
+    "savefig.dpi": 150,
+    "savefig.bbox": "tight",
+}
+COLORS = {"grok": "#c0392b", "steady": "#2471a3"}
+
+
+@dataclass
+class RunView:
+    """What the figures need from one run: its regime label, metrics and analysis."""
+
+    label: str
+    metrics: dict[str, np.ndarray]
+    analysis: dict[str, Any]
+
+    @property
+    def color(self) -> str:
+        return COLORS.get(self.label, "#555555")
+
+
+def _values(seq) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in seq], dtype=float)
+
+
+def _epoch_axis(ax, max_epoch: float) -> None:
+    """Use a symmetric-log epoch axis for long runs so the early phase stays visible."""
+    if max_epoch > 1000:
+        ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlabel("epoch")
+
+
+def _mark_times(ax, timing: dict[str, Any]) -> None:
+    styles = {"epoch_train_fit": ("--", "train fit"), "epoch_test_fit": (":", "test fit")}
+    for key, (style, label) in styles.items():
+        if timing.get(key) is not None:
+            ax.axvline(timing[key], color="black", linestyle=style, linewidth=1,
+                       label=f"{label} ({timing[key]})")
+
+
+def plot_training_curves(views: list[RunView]) -> Figure:
+    """Plot accuracy and loss against epoch, one column per regime, grokking times marked."""
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(2, len(views), figsize=(4.2 * len(views), 6), squeeze=False)
+        for col, view in enumerate(views):
+            epochs = view.metrics["epoch"]
+            acc_ax, loss_ax = axes[0, col], axes[1, col]
+            for split, style in (("train", "-"), ("test", "-.")):
+                acc_ax.plot(epochs, view.metrics[f"{split}/acc"], style, color=view.color,
+                            label=f"{split}")
+                loss_ax.plot(epochs, view.metrics[f"{split}/loss"], style, color=view.color,
+                             label=f"{split}")
+            for ax in (acc_ax, loss_ax):
+                _mark_times(ax, view.analysis.get("timing", {}))
+                _epoch_axis(ax, epochs.max())
+                ax.legend(loc="best")
+            acc_ax.set_title(f"{view.label} (alpha = {view.analysis['config']['alpha']:g})")
+            acc_ax.set_ylabel("accuracy (fraction correct)")
+            acc_ax.set_ylim(-0.02, 1.02)
+            loss_ax.set_ylabel("cross-entropy loss (nats)")
+            loss_ax.set_yscale("log")
+        fig.tight_layout()
+    return fig
+
+
+def plot_fourier_spectra(views: list[RunView]) -> Figure:
+    """Plot each regime's first-layer Fourier power per frequency, a and b blocks summed."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(8, 3.6))
+        width = 0.8 / len(views)
+        for i, view in enumerate(views):
+            feats = view.analysis["features"]
+            power = _values(feats["a"]["spectrum"]) + _values(feats["b"]["spectrum"])
+            share = power / power.sum()
+            freqs = np.arange(len(share))
+            ax.bar(freqs + (i - (len(views) - 1) / 2) * width, share, width=width,
+                   color=view.color,
+                   label=f"{view.label}: key frequencies {feats['key_frequencies']}")
+        ax.set_xlabel("frequency k (cycles per P tokens)")
+        ax.set_ylabel("share of squared weight norm")
+        ax.set_title("Fourier spectrum of the first-layer weights (tokens a and b)")
+        ax.legend(loc="upper right")
+        fig.tight_layout()
+    return fig
+
+
+def _layer_stat(layer: dict[str, Any], target: str, stat: str) -> float | None:
+    if stat == "probe_r2":
+        return layer["probe_r2"][target]
+    return layer["correlations"][target][stat]
+
+
+def plot_feature_correlations(views: list[RunView]) -> Figure:
+    """Plot, per layer, the best unit's |correlation| and the linear-probe R^2."""
+    targets = {"energy": "energy per spin", "abs_magnetisation": "|magnetisation| per spin"}
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 4, figsize=(13, 3.4))
+        layers = list(views[0].analysis["features"]["layers"])
+        x = np.arange(len(layers))
+        width = 0.8 / len(views)
+        for col, (stat, stat_label) in enumerate(
+            (("max_abs_corr", "max |Pearson r| over units"), ("probe_r2", "linear probe R^2"))
+        ):
+            for t, (target, target_label) in enumerate(targets.items()):
+                ax = axes[2 * col + t]
+                for i, view in enumerate(views):
+                    feats = view.analysis["features"]["layers"]
+                    heights = _values([_layer_stat(feats[layer], target, stat)
+                                       for layer in layers])
+                    ax.bar(x + (i - (len(views) - 1) / 2) * width, heights, width,
+                           color=view.color, label=view.label)
+                ax.set_xticks(x, layers)
+                ax.set_xlabel("layer")
+                ax.set_ylabel(stat_label)
+                ax.set_title(target_label)
+                ax.set_ylim(min(0, ax.get_ylim()[0]), 1.05)
+                ax.legend(loc="lower right")
+        fig.tight_layout()
+    return fig
+
+
+def plot_pruning(views: list[RunView]) -> Figure:
+    """Plot test loss and accuracy against pruned fraction, one column per pruning order."""
+    orders = list(views[0].analysis["pruning"]["orders"])
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(2, len(orders), figsize=(4.2 * len(orders), 6),
+                                 squeeze=False)
+        for col, order in enumerate(orders):
+            for view in views:
+                entry = view.analysis["pruning"]["orders"][order]
+                curve = entry["global"]
+                factor = entry["compression"]["factor"]
+                label = f"{view.label} (CF {factor:.1f}x)" if factor else view.label
+                axes[0, col].plot(curve["fractions"], _values(curve["loss"]),
+                                  color=view.color, label=label)
+                axes[1, col].plot(curve["fractions"], _values(curve["accuracy"]),
+                                  color=view.color, label=label)
+            form = views[0].analysis["pruning"]["fisher_form"]
+            axes[0, col].set_title(f"order: {order} ({form} Fisher)")
+            axes[0, col].set_yscale("log")
+            axes[0, col].set_ylabel("test cross-entropy (nats)")
+            axes[1, col].set_ylabel("test accuracy (fraction correct)")
+            for ax in axes[:, col]:
+                ax.set_xlabel("fraction of parameters pruned")
+                ax.legend(loc="best")
+        fig.tight_layout()
+    return fig
+
+
+def plot_layer_pruning(views: list[RunView], order: str) -> Figure:
+    """Plot per-layer pruning curves (test accuracy) for one order, one column per regime."""
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(views), figsize=(4.2 * len(views), 3.4),
+                                 squeeze=False)
+        for col, view in enumerate(views):
+            ax = axes[0, col]
+            layers = view.analysis["pruning"]["orders"][order]["layers"]
+            for layer, curve in layers.items():
+                ax.plot(curve["fractions"], _values(curve["accuracy"]),
+                        label=f"{layer} ({curve['n_total']} params)")
+            ax.set_title(f"{view.label}: per-layer pruning, order {order}")
+            ax.set_xlabel("fraction of the layer's parameters pruned")
+            ax.set_ylabel("test accuracy (fraction correct)")
+            ax.legend(loc="best")
+        fig.tight_layout()
+    return fig
+
+
+GEOMETRY_PANELS = [
+    ("fisher_step", "step_epochs", "Fisher step length per epoch", "log"),
+    ("euclidean_step", "step_epochs", "Euclidean step length per epoch", "log"),
+    ("fisher_cosine", "turn_epochs", "Fisher cosine of consecutive steps", "linear"),
+    ("euclidean_cosine", "turn_epochs", "Euclidean cosine of consecutive steps", "linear"),
+    ("fisher_decay_cosine", "step_epochs", "Fisher cosine of step with -theta", "linear"),
+    ("parameter_norm", "epochs", "parameter L2 norm", "linear"),
+]
+
+
+def plot_geometry(views: list[RunView], subset: str = "all") -> Figure:
+    """Plot information-geometry measures over training for one parameter subset."""
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(2, 3, figsize=(13, 6.4))
+        for ax, (key, x_key, label, scale) in zip(axes.flat, GEOMETRY_PANELS):
+            for view in views:
+                geometry = view.analysis["geometry"]
+                x = np.array(geometry[x_key], dtype=float)
+                y = _values(geometry[subset][key])
+                if key.endswith("_step"):
+                    # Checkpoints thin out later in training, so a step can span
+                    # several epochs; divide by the span to compare like with like.
+                    y = y / np.diff(np.array(geometry["epochs"], dtype=float))
+                ax.plot(x, y, ".-", color=view.color, label=view.label, markersize=3)
+                _epoch_axis(ax, x.max() if len(x) else 0)
+            ax.set_ylabel(label)
+            ax.set_yscale(scale)
+            ax.legend(loc="best")
+        form = views[0].analysis["geometry"]["fisher_form"]
+        fig.suptitle(f"Trajectory in information space ({subset} parameters, {form} Fisher)")
+        fig.tight_layout()
+    return fig
+
+
+def plot_features_over_time(views: list[RunView]) -> Figure:
+    """Plot the headline feature measure at each analysed checkpoint."""
+    task = views[0].analysis["task"]
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        for view in views:
+            rows = view.analysis["features_over_time"]["rows"]
+            epochs = np.array([r["epoch"] for r in rows], dtype=float)
+            if task == "modadd":
+                values = _values([r["top_k_norm_fraction"] for r in rows])
+                ylabel = f"share of norm in top-{view.analysis['analysis_config']['top_k']}" \
+                    " frequencies"
+            else:
+                values = _values([r["max_abs_corr"]["fc1"]["energy"] for r in rows])
+                ylabel = "fc1: max |r| with energy"
+            ax.plot(epochs, values, ".-", color=view.color, label=view.label)
+            _epoch_axis(ax, epochs.max())
+        ax.set_ylabel(ylabel)
+        ax.set_title("Features through training")
+        ax.legend(loc="best")
+        fig.tight_layout()
+    return fig
+
+
+def task_figures(views: list[RunView]) -> dict[str, Figure]:
+    """Return every figure for one task, keyed by a file-name stem."""
+    task = views[0].analysis["task"]
+    first_order = next(iter(views[0].analysis["pruning"]["orders"]))
+    figures = {
+        "training_curves": plot_training_curves(views),
+        "features": (plot_fourier_spectra if task == "modadd"
+                     else plot_feature_correlations)(views),
+        "features_over_time": plot_features_over_time(views),
+        "pruning": plot_pruning(views),
+        "pruning_layers": plot_layer_pruning(views, first_order),
+        "geometry": plot_geometry(views),
+        "geometry_sloppy": plot_geometry(views, "sloppy"),
+        "geometry_stiff": plot_geometry(views, "stiff"),
+    }
+    return figures
+
+
+def save_figure(fig: Figure, stem: Path) -> Path:
+    """Save ``fig`` as PNG (for the report) and PDF (for papers); return the PNG path."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    png = stem.with_suffix(".png")
+    fig.savefig(png)
+    fig.savefig(stem.with_suffix(".pdf"))
+    plt.close(fig)
+    return png
+
+
+def write_run_figures(run_dir: Path, analysis: dict[str, Any]) -> list[Path]:
+    """Draw one run's figures into ``run_dir/figures``."""
+    from groklab.training.runfolder import read_metrics
+
+    metrics = read_metrics(Path(run_dir) / "metrics.csv")
+    views = [RunView(analysis["regime"], metrics, analysis)]
+    return [
+        save_figure(fig, Path(run_dir) / "figures" / name)
+        for name, fig in task_figures(views).items()
+    ]

@@ -1,0 +1,123 @@
+"""Assemble the self-contained report.html: tables, definitions and embedded figures."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+CAPTIONS = {
+    "training_curves": "Accuracy and loss against epoch. Dashed: first epoch with train "
+    "accuracy >= 0.9 of its maximum; dotted: the same for test accuracy.",
+    "features": "Features of the final models.",
+    "features_over_time": "The headline feature measure at each analysed checkpoint.",
+    "pruning": "Test loss and accuracy against the fraction of parameters pruned, "
+    "globally, for each pruning order. CF: compression factor (definition above).",
+    "pruning_layers": "Pruning one layer at a time (first pruning order).",
+    "geometry": "Learning dynamics in information space, all parameters. Steps are "
+    "between consecutive analysed checkpoints.",
+    "geometry_sloppy": "The same for sloppy parameters (final Fisher diagonal below the "
+    "threshold).",
+    "geometry_stiff": "The same for stiff parameters.",
+}
+
+ROWS = [
+    ("alpha", lambda s: s["config"]["alpha"]),
+    ("epochs", lambda s: s["config"]["epochs"]),
+    ("epoch train fit", lambda s: s["epoch_train_fit"]),
+    ("epoch test fit", lambda s: s["epoch_test_fit"]),
+    ("grokking delay (epochs)", lambda s: s["grokking_delay"]),
+    ("final train accuracy", lambda s: s["final_train_acc"]),
+    ("final test accuracy", lambda s: s["final_test_acc"]),
+    ("final test loss", lambda s: s["final_test_loss"]),
+    ("final parameter norm", lambda s: s["final_param_norm"]),
+    ("compression factor (headline order)", lambda s: s["compression_factor"]),
+    ("pruning order", lambda s: s["pruning_order"]),
+    ("compression factors by order", lambda s: s["compression_factors"]),
+    ("Fisher form", lambda s: s["fisher_form"]),
+    ("median Fisher cosine of consecutive steps", lambda s: s["median_fisher_cosine"]),
+]
+
+STYLE = """
+body { font-family: sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+td, th { border: 1px solid #bbb; padding: 4px 8px; text-align: left; font-size: 0.9em; }
+th { background: #eee; }
+figure { margin: 1.5em 0; }
+figure img { max-width: 100%; }
+figcaption { font-size: 0.9em; color: #444; }
+code, pre { background: #f6f6f6; }
+pre { padding: 0.5em; overflow-x: auto; font-size: 0.8em; }
+"""
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_format(v)}" for k, v in value.items())
+    if value is None:
+        return "n/a"
+    return str(value)
+
+
+def _image(path: Path) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def _table(task_summary: dict[str, Any]) -> str:
+    rows = ["<tr><th>quantity</th><th>grok</th><th>steady</th></tr>"]
+    extra = [("key frequencies", "key_frequencies")] if "key_frequencies" in task_summary[
+        "grok"] else []
+    for label, getter in ROWS + [(lab, lambda s, k=k: s[k]) for lab, k in extra]:
+        cells = "".join(
+            f"<td>{html.escape(_format(getter(task_summary[r])))}</td>"
+            for r in ("grok", "steady")
+        )
+        rows.append(f"<tr><td>{html.escape(label)}</td>{cells}</tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _section(task: str, task_summary: dict[str, Any], figures: dict[str, Path]) -> str:
+    titles = {"modadd": "Modular addition (MLP)", "ising": "2D Ising phase (CNN)"}
+    parts = [f"<h2>{html.escape(titles.get(task, task))}</h2>", _table(task_summary)]
+    definition = task_summary["grok"]["compression_definition"]
+    parts.append(f"<p><b>Compression factor:</b> {html.escape(definition)}</p>")
+    comparison = task_summary.get("comparison", {})
+    if comparison:
+        parts.append(f"<p><b>Comparison:</b> {html.escape(_format(comparison))}</p>")
+    for name, path in figures.items():
+        caption = CAPTIONS.get(name, name)
+        pdf = Path("figures") / f"{path.stem}.pdf"
+        parts.append(
+            f"<figure>{_image(path)}<figcaption>{html.escape(caption)} "
+            f'(<a href="{pdf}">PDF</a>)</figcaption></figure>'
+        )
+    return "\n".join(parts)
+
+
+def render_report(sections: list[tuple[str, dict, dict]], summary: dict[str, Any]) -> str:
+    """Return the report page; figures are embedded, so the file stands alone."""
+    body = "\n".join(_section(*section) for section in sections)
+    provenance = json.dumps(
+        {"versions": summary["versions"], "analysis_config": summary["analysis_config"]},
+        indent=2,
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>groklab report: grokking vs steady learning</title>
+<style>{STYLE}</style></head>
+<body>
+<h1>Grokking vs steady learning</h1>
+<p>Each task trains the same architecture on the same data split by two paths: grokking
+(large initial scale alpha plus weight decay) and steady learning (small alpha). The
+numbers below are computed from these runs; every Fisher-based number names the Fisher
+form, pruning order and tolerance that produced it.</p>
+{body}
+<h2>Provenance</h2>
+<pre>{html.escape(provenance)}</pre>
+</body></html>
+"""

@@ -1,0 +1,168 @@
+"""The command line on tiny budgets, end to end, and every kind of bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from groklab.cli import main
+
+TINY_MODADD = ["--set", "p=11", "--set", "hidden=16", "--set", "checkpoint_every=1"]
+TINY_ISING = [
+    "--set", "ising_lattice=8", "--set", "ising_n_temperatures=6",
+    "--set", "ising_samples_per_temperature=20", "--set", "ising_train=40",
+    "--set", "ising_test=60", "--set", "hidden=10", "--set", "lr=1e-3",
+]
+TINY_ANALYSIS = [
+    "--set", "fisher_inputs=24", "--set", "geometry_fisher_inputs=8",
+    "--set", "n_fractions=11", "--set", "max_checkpoints=5",
+]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "groklab", *args], capture_output=True, text=True, timeout=600
+    )
+
+
+def train_tiny(tmp_path, task, regime, epochs=4, extra=()):
+    out = tmp_path / f"{task}-{regime}"
+    tiny = TINY_MODADD if task == "modadd" else TINY_ISING
+    code = main([
+        "train", "--task", task, "--regime", regime, "--epochs", str(epochs),
+        "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet",
+        *tiny, *extra,
+    ])
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def modadd_pair(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("modadd")
+    return train_tiny(tmp_path, "modadd", "grok"), train_tiny(tmp_path, "modadd", "steady")
+
+
+def test_train_writes_run_folder(modadd_pair):
+    grok, _ = modadd_pair
+    config = json.loads((grok / "config.json").read_text())
+    assert config["config"]["p"] == 11 and config["config"]["alpha"] == 10.0
+    assert "torch" in config["provenance"]["versions"]
+    rows = (grok / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "epoch,train/loss,train/acc,test/loss,test/acc,param_norm"
+    assert len(rows) == 1 + 5
+    names = sorted(p.name for p in (grok / "checkpoints").iterdir())
+    assert names == [f"epoch_{e:07d}.safetensors" for e in range(5)]
+    assert json.loads((grok / "status.json").read_text())["state"] == "finished"
+
+
+def test_compare_end_to_end_both_tasks(tmp_path, modadd_pair):
+    ising = [train_tiny(tmp_path, "ising", r, epochs=3) for r in ("grok", "steady")]
+    result = run_cli("compare", *map(str, modadd_pair), *map(str, ising),
+                     "--out", str(tmp_path / "report"), "--quiet", *TINY_ANALYSIS)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    required = ["epoch_train_fit", "epoch_test_fit", "final_train_acc", "final_test_acc",
+                "compression_factor", "compression_definition", "fisher_form",
+                "median_fisher_cosine", "config"]
+    for task, feature_key in (("modadd", "key_frequencies"),
+                              ("ising", "feature_correlations")):
+        for regime in ("grok", "steady"):
+            entry = summary[task][regime]
+            for key in required + [feature_key]:
+                assert key in entry, (task, regime, key)
+            assert entry["config"]["regime"] == regime
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 16
+    assert (modadd_pair[0] / "analysis.json").is_file()
+    assert (modadd_pair[0] / "figures" / "pruning.pdf").is_file()
+
+
+def test_help_on_every_command():
+    for command in ([], ["train"], ["analyze"], ["compare"], ["demo"]):
+        result = run_cli(*command, "--help")
+        assert result.returncode == 0
+        assert "usage: groklab" in result.stdout
+
+
+def assert_one_line_error(capsys, code, fragment):
+    err = capsys.readouterr().err
+    assert code == 2
+    assert fragment in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--task", "mnist", "--regime", "grok"], "unknown task 'mnist'"),
+        (["--task", "modadd", "--regime", "fast"], "unknown regime 'fast'"),
+        (["--task", "modadd", "--regime", "grok", "--alpha", "0"], "invalid alpha 0"),
+        (["--task", "modadd", "--regime", "grok", "--alpha", "-1"], "invalid alpha -1"),
+        (["--task", "modadd", "--regime", "grok", "--epochs", "0"], "invalid epochs 0"),
+        (["--task", "modadd", "--regime", "grok", "--set", "p=1"], "invalid p 1"),
+        (["--task", "modadd", "--regime", "grok", "--set", "p"], "expected KEY=VALUE"),
+        (["--task", "modadd", "--regime", "grok", "--set", "x=1"], "unknown config key"),
+        (["--task", "modadd", "--regime", "grok", "--set", "lr=x"], "invalid value 'x'"),
+        (["--task", "modadd", "--regime", "grok", "--epochs", "ten"], "invalid int value"),
+        (["--regime", "grok"], "required: --task"),
+    ],
+)
+def test_train_bad_input(tmp_path, capsys, args, fragment):
+    out = tmp_path / "run"
+    code = main(["train", *args, "--out", str(out), "--quiet"])
+    assert_one_line_error(capsys, code, fragment)
+    assert not out.exists()
+
+
+def test_existing_run_folder_kept(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    code = main(["train", "--task", "modadd", "--regime", "grok", "--out", str(out),
+                 "--epochs", "1", "--quiet", *TINY_MODADD])
+    assert_one_line_error(capsys, code, "pass --force")
+    assert (out / "keep.txt").read_text() == "precious"
+    code = main(["train", "--task", "modadd", "--regime", "grok", "--out", str(out),
+                 "--epochs", "1", "--quiet", "--force", *TINY_MODADD])
+    assert code == 0
+    assert not (out / "keep.txt").exists()
+
+
+def test_analyze_missing_folder(tmp_path, capsys):
+    code = main(["analyze", str(tmp_path / "nowhere")])
+    assert_one_line_error(capsys, code, "not found")
+
+
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        (lambda d: (d / "config.json").write_text("{not json"), "config.json is corrupt"),
+        (lambda d: (d / "config.json").unlink(), "config.json not found"),
+        (lambda d: (d / "metrics.csv").write_text("epoch,train/loss\n1,"), "metrics.csv"),
+        (lambda d: (d / "status.json").write_text('{"state": "running"}'), "not finished"),
+        (lambda d: (d / "checkpoints" / "epoch_0000002.safetensors").write_bytes(b"\0" * 9),
+         "corrupt or truncated"),
+        (lambda d: (d / "config.json").write_text(
+            '{"config": {"task": "modadd", "regime": "grok", "alpha": -3}}'),
+         "invalid config.json"),
+    ],
+)
+def test_analyze_corrupt_run_folder(tmp_path, capsys, damage, fragment):
+    run = train_tiny(tmp_path, "modadd", "grok", epochs=2)
+    damage(run)
+    code = main(["analyze", str(run), "--quiet", *TINY_ANALYSIS])
+    assert_one_line_error(capsys, code, fragment)
+    assert not (run / "analysis.json").exists()
+
+
+def test_compare_needs_both_regimes(capsys, modadd_pair, tmp_path):
+    code = main(["compare", str(modadd_pair[0]), "--out", str(tmp_path / "r")])
+    assert_one_line_error(capsys, code, "no modadd steady run given")
+
+
+def test_bad_analysis_override(capsys, modadd_pair):
+    code = main(["analyze", str(modadd_pair[0]), "--set", "fisher_form=empirical"])
+    assert_one_line_error(capsys, code, "invalid fisher_form 'empirical'")
