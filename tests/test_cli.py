@@ -47,7 +47,8 @@ def modadd_pair(tmp_path_factory):
 def test_train_writes_run_folder(modadd_pair):
     grok, _ = modadd_pair
     config = json.loads((grok / "config.json").read_text())
-    assert config["config"]["p"] == 11 and config["config"]["alpha"] == 10.0
+    assert config["config"]["p"] == 11
+    assert config["config"]["alpha"] == 10.0
     assert "torch" in config["provenance"]["versions"]
     rows = (grok / "metrics.csv").read_text().splitlines()
     assert rows[0] == "epoch,train/loss,train/acc,test/loss,test/acc,param_norm"
@@ -166,3 +167,23 @@ def test_compare_needs_both_regimes(capsys, modadd_pair, tmp_path):
 def test_bad_analysis_override(capsys, modadd_pair):
     code = main(["analyze", str(modadd_pair[0]), "--set", "fisher_form=empirical"])
     assert_one_line_error(capsys, code, "invalid fisher_form 'empirical'")
+
+
+def test_analyze_rejects_changed_dataset(tmp_path, capsys):
+    from groklab.tasks.ising.dataset import load_dataset, save_dataset
+
+    run = train_tiny(tmp_path, "ising", "grok", epochs=2)
+    (path,) = (tmp_path / "cache").glob("ising-*.npz")
+    dataset = load_dataset(path)
+    dataset.spins[0] *= -1
+    dataset.magnetisation[0] *= -1
+    save_dataset(dataset, path)
+    code = main(["analyze", str(run), "--quiet", *TINY_ANALYSIS])
+    assert_one_line_error(capsys, code, "differs from the one run")
+
+
+def test_analyze_rebuilds_deleted_dataset(tmp_path):
+    run = train_tiny(tmp_path, "ising", "grok", epochs=2)
+    for path in (tmp_path / "cache").glob("ising-*.npz"):
+        path.unlink()
+    assert main(["analyze", str(run), "--quiet", *TINY_ANALYSIS]) == 0

@@ -14,11 +14,17 @@ from groklab.config import (
 
 def test_task_defaults_resolve():
     grok = RunConfig(task="modadd", regime="grok")
-    assert grok.task is Task.MODADD and grok.regime is Regime.GROK
-    assert grok.alpha == 10.0 and grok.lr == 5e-3 and grok.weight_decay == 3e-5
-    assert grok.batch_size == 64 and grok.hidden == 512
+    assert grok.task is Task.MODADD
+    assert grok.regime is Regime.GROK
+    assert grok.alpha == 10.0
+    assert grok.lr == 5e-3
+    assert grok.weight_decay == 3e-5
+    assert grok.batch_size == 64
+    assert grok.hidden == 512
     ising = RunConfig(task="ising", regime="steady")
-    assert ising.alpha == 1.0 and ising.lr == 1e-4 and ising.weight_decay == 0.1
+    assert ising.alpha == 1.0
+    assert ising.lr == 1e-4
+    assert ising.weight_decay == 0.1
     assert ising.batch_size == 300
 
 
@@ -33,7 +39,9 @@ def test_overrides_parse_types():
     config = apply_overrides(
         RunConfig, {"task": "modadd", "regime": "steady"}, ["lr=1e-3", "p=7", "seed=2"]
     )
-    assert config.lr == 1e-3 and config.p == 7 and config.seed == 2
+    assert config.lr == 1e-3
+    assert config.p == 7
+    assert config.seed == 2
     analysis = apply_overrides(AnalysisConfig, {}, ["pruning_orders=magnitude,fisher"])
     assert analysis.pruning_orders == ["magnitude", "fisher"]
 

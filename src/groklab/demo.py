@@ -10,6 +10,7 @@ from pathlib import Path
 from groklab.analysis.run import analyze_run
 from groklab.config import AnalysisConfig, RunConfig
 from groklab.report.compare import compare_runs
+from groklab.tasks.loader import load_task
 from groklab.training.runfolder import RunFolderError, read_run
 
 # The task defaults already fit a laptop: modular addition groks within ~60 of its
@@ -73,6 +74,9 @@ def run_demo(
                 f"run folder {run_dir} holds another or unfinished run: pass --force "
                 "to replace it or choose another --out"
             )
+    if any(config.task.value == "ising" for config, _ in pending):
+        # Build the shared Ising dataset once, before parallel runs race to write it.
+        load_task(next(c for c, _ in pending if c.task.value == "ising"), cache_dir)
     workers = workers or min(2, os.cpu_count() or 1)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         jobs = [

@@ -88,8 +88,8 @@ def _load_run_data(run: Run) -> TaskData:
     recorded = run.provenance.get("data", {})
     cache_dir = Path(recorded["dataset"]).parent if "dataset_sha256" in recorded else None
     data = load_task(run.config, cache_dir)
-    expected = recorded.get("dataset_sha256")
-    if expected and data.provenance.get("dataset_sha256") != expected:
+    expected = recorded.get("dataset_content_sha256")
+    if expected and data.provenance.get("dataset_content_sha256") != expected:
         raise RunFolderError(
             f"dataset {data.provenance.get('dataset')} differs from the one run "
             f"{run.path} was trained on (SHA-256 {expected[:12]}...): restore it or retrain"

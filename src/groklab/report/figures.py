@@ -33,7 +33,7 @@ COLORS = {"grok": "#c0392b", "steady": "#2471a3"}
 
 @dataclass
 class RunView:
-    """What the figures need from one run: its regime label, metrics and analysis."""
+    """One run as the figures draw it: regime label, metrics and analysis."""
 
     label: str
     metrics: dict[str, np.ndarray]

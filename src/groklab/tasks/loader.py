@@ -65,6 +65,22 @@ def ising_spec(config: RunConfig):
     )
 
 
+def content_sha256(dataset) -> str:
+    """Return a SHA-256 of the dataset's arrays, independent of how the file was written.
+
+    The file's own hash changes whenever the dataset is rebuilt, because its
+    metadata records the build time; this one changes only with the samples.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in ("spins", "temperature", "label", "energy", "magnetisation"):
+        array = np.ascontiguousarray(getattr(dataset, name))
+        digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
 def _load_ising(config: RunConfig, cache_dir: Path) -> TaskData:
     from groklab.tasks.ising.dataset import dataset_sha256, load_or_build, split_indices
 
@@ -83,6 +99,7 @@ def _load_ising(config: RunConfig, cache_dir: Path) -> TaskData:
     provenance = {
         "dataset": str(path),
         "dataset_sha256": dataset_sha256(path),
+        "dataset_content_sha256": content_sha256(dataset),
         "dataset_metadata": {
             k: v for k, v in dataset.metadata.items() if not isinstance(v, (list, dict))
         },
