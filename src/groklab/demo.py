@@ -76,7 +76,8 @@ def run_demo(
             )
     if any(config.task.value == "ising" for config, _ in pending):
         # Build the shared Ising dataset once, before parallel runs race to write it.
-        load_task(next(c for c, _ in pending if c.task.value == "ising"), cache_dir)
+        ising = next(c for c, _ in pending if c.task.value == "ising")
+        load_task(ising, cache_dir, progress=progress)
     workers = workers or min(2, os.cpu_count() or 1)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         jobs = [

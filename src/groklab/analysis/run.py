@@ -43,7 +43,7 @@ def analyze_run(
     config = config or AnalysisConfig()
     run = read_run(run_dir)
     torch.set_num_threads(run.config.threads)
-    data = _load_run_data(run)
+    data = _load_run_data(run, progress)
     model = build_model(run.config)
     checkpoints = run.checkpoints()
     if not checkpoints:
@@ -83,11 +83,11 @@ def analyze_run(
     return result
 
 
-def _load_run_data(run: Run) -> TaskData:
+def _load_run_data(run: Run, progress: bool) -> TaskData:
     """Load the run's data, checking an Ising dataset against its recorded hash."""
     recorded = run.provenance.get("data", {})
     cache_dir = Path(recorded["dataset"]).parent if "dataset_sha256" in recorded else None
-    data = load_task(run.config, cache_dir)
+    data = load_task(run.config, cache_dir, progress=progress)
     expected = recorded.get("dataset_content_sha256")
     if expected and data.provenance.get("dataset_content_sha256") != expected:
         raise RunFolderError(

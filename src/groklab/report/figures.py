@@ -55,6 +55,13 @@ def _epoch_axis(ax, max_epoch: float) -> None:
     ax.set_xlabel("epoch")
 
 
+def _log_scale_y(ax) -> None:
+    """Use a log y axis when the plotted data has positive values to show."""
+    data = [np.asarray(line.get_ydata(), dtype=float) for line in ax.lines]
+    if any(np.any(np.isfinite(d) & (d > 0)) for d in data):
+        ax.set_yscale("log")
+
+
 def _mark_times(ax, timing: dict[str, Any]) -> None:
     styles = {"epoch_train_fit": ("--", "train fit"), "epoch_test_fit": (":", "test fit")}
     for key, (style, label) in styles.items():
@@ -83,7 +90,7 @@ def plot_training_curves(views: list[RunView]) -> Figure:
             acc_ax.set_ylabel("accuracy (fraction correct)")
             acc_ax.set_ylim(-0.02, 1.02)
             loss_ax.set_ylabel("cross-entropy loss (nats)")
-            loss_ax.set_yscale("log")
+            _log_scale_y(loss_ax)
         fig.tight_layout()
     return fig
 
@@ -162,7 +169,7 @@ def plot_pruning(views: list[RunView]) -> Figure:
                                   color=view.color, label=label)
             form = views[0].analysis["pruning"]["fisher_form"]
             axes[0, col].set_title(f"order: {order} ({form} Fisher)")
-            axes[0, col].set_yscale("log")
+            _log_scale_y(axes[0, col])
             axes[0, col].set_ylabel("test cross-entropy (nats)")
             axes[1, col].set_ylabel("test accuracy (fraction correct)")
             for ax in axes[:, col]:
@@ -217,7 +224,8 @@ def plot_geometry(views: list[RunView], subset: str = "all") -> Figure:
                 ax.plot(x, y, ".-", color=view.color, label=view.label, markersize=3)
                 _epoch_axis(ax, x.max() if len(x) else 0)
             ax.set_ylabel(label)
-            ax.set_yscale(scale)
+            if scale == "log":
+                _log_scale_y(ax)
             ax.legend(loc="best")
         form = views[0].analysis["geometry"]["fisher_form"]
         fig.suptitle(f"Trajectory in information space ({subset} parameters, {form} Fisher)")

@@ -35,7 +35,9 @@ def default_cache_dir() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "groklab"
 
 
-def load_task(config: RunConfig, cache_dir: Path | None = None) -> TaskData:
+def load_task(
+    config: RunConfig, cache_dir: Path | None = None, *, progress: bool = True
+) -> TaskData:
     """Build or load the data of ``config.task``; Ising datasets are cached on disk."""
     if config.task is Task.MODADD:
         data = split_table(config.p, config.train_fraction, config.data_seed)
@@ -47,7 +49,7 @@ def load_task(config: RunConfig, cache_dir: Path | None = None) -> TaskData:
             provenance={"dataset": f"modadd p={config.p} split seed={config.data_seed}"},
         )
     if config.task is Task.ISING:
-        return _load_ising(config, cache_dir or default_cache_dir())
+        return _load_ising(config, cache_dir or default_cache_dir(), progress)
     raise ValueError(f"unknown task {config.task!r}: use modadd or ising")
 
 
@@ -81,10 +83,10 @@ def content_sha256(dataset) -> str:
     return digest.hexdigest()
 
 
-def _load_ising(config: RunConfig, cache_dir: Path) -> TaskData:
+def _load_ising(config: RunConfig, cache_dir: Path, progress: bool) -> TaskData:
     from groklab.tasks.ising.dataset import dataset_sha256, load_or_build, split_indices
 
-    dataset, path = load_or_build(ising_spec(config), cache_dir)
+    dataset, path = load_or_build(ising_spec(config), cache_dir, progress=progress)
     train, test = split_indices(
         len(dataset.label), config.ising_train, config.ising_test, config.data_seed
     )

@@ -101,7 +101,7 @@ def train(
     """
     run_dir = prepare_run_dir(run_dir, force)
     torch.set_num_threads(config.threads)
-    data = load_task(config, cache_dir)
+    data = load_task(config, cache_dir, progress=progress)
     model = build_model(config)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
