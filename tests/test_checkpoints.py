@@ -19,6 +19,16 @@ def test_schedule_dense_then_sparse():
     assert checkpoint_epochs(1, 0, 1) == [0, 1]
 
 
+def test_schedule_log_points_fill_gap():
+    epochs = checkpoint_epochs(20000, 20, 200, log_points=40)
+    assert epochs[:21] == list(range(21))
+    assert epochs[-1] == 20000
+    between = [e for e in epochs if 20 < e < 220]
+    assert len(between) >= 10
+    assert len(epochs) == len(set(epochs))
+    assert checkpoint_epochs(10, 3, 4, log_points=0) == [0, 1, 2, 3, 7, 10]
+
+
 def test_round_trip_with_optimizer(tmp_path):
     config = RunConfig(task="ising", regime="grok", seed=1)
     model = build_model(config)

@@ -103,6 +103,8 @@ class RunConfig:
     """Save a checkpoint at every epoch up to this one (task default)."""
     checkpoint_every: int | None = None
     """After that, save a checkpoint every this many epochs (task default)."""
+    checkpoint_log_points: int = 40
+    """Also save this many log-spaced checkpoints after the dense phase."""
     threads: int = 1
     """PyTorch CPU threads; one is fastest for these small models."""
 
@@ -145,6 +147,8 @@ class RunConfig:
                      "use an integer >= 1")
         _require(self.checkpoint_dense_until >= 0, "checkpoint_dense_until",
                  self.checkpoint_dense_until, "use an integer >= 0")
+        _require(self.checkpoint_log_points >= 0, "checkpoint_log_points",
+                 self.checkpoint_log_points, "use an integer >= 0")
         _require(self.checkpoint_every >= 1, "checkpoint_every",
                  self.checkpoint_every, "use an integer >= 1")
 
@@ -194,7 +198,7 @@ class AnalysisConfig:
     """Parameters whose final Fisher diagonal is below this are ``sloppy``."""
     top_k: int = 5
     """Number of key frequencies reported for modular addition."""
-    max_checkpoints: int = 150
+    max_checkpoints: int = 200
     """At most this many checkpoints, evenly spread, enter the geometry."""
     seed: int = 0
     """Seed for choosing held-out inputs and for probe splits."""

@@ -52,6 +52,7 @@ def _epoch_axis(ax, max_epoch: float) -> None:
     """Use a symmetric-log epoch axis for long runs so the early phase stays visible."""
     if max_epoch > 1000:
         ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlim(left=0)
     ax.set_xlabel("epoch")
 
 
@@ -96,9 +97,11 @@ def plot_training_curves(views: list[RunView]) -> Figure:
 
 
 def plot_fourier_spectra(views: list[RunView]) -> Figure:
-    """Plot each regime's first-layer Fourier power per frequency, a and b blocks summed."""
+    """Plot first-layer Fourier power per frequency and each neuron's purity, per regime."""
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(8, 3.6))
+        fig, (ax, purity_ax) = plt.subplots(
+            1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [2, 1]}
+        )
         width = 0.8 / len(views)
         for i, view in enumerate(views):
             feats = view.analysis["features"]
@@ -112,6 +115,15 @@ def plot_fourier_spectra(views: list[RunView]) -> Figure:
         ax.set_ylabel("share of squared weight norm")
         ax.set_title("Fourier spectrum of the first-layer weights (tokens a and b)")
         ax.legend(loc="upper right")
+        bins = np.linspace(0, 1, 21)
+        for view in views:
+            purity = _values(view.analysis["features"]["a"]["purity"])
+            purity_ax.hist(purity[np.isfinite(purity)], bins=bins, color=view.color,
+                           alpha=0.6, label=view.label)
+        purity_ax.set_xlabel("neuron purity (power share of its dominant frequency)")
+        purity_ax.set_ylabel("number of neurons")
+        purity_ax.set_title("Per-neuron purity, token a")
+        purity_ax.legend(loc="upper left")
         fig.tight_layout()
     return fig
 

@@ -11,7 +11,10 @@ from typing import Any
 CAPTIONS = {
     "training_curves": "Accuracy and loss against epoch. Dashed: first epoch with train "
     "accuracy >= 0.9 of its maximum; dotted: the same for test accuracy.",
-    "features": "Features of the final models.",
+    "features": "Features of the final models. Modular addition: Fourier power of "
+    "the first-layer weights per frequency, and each neuron's purity (the share of its "
+    "power at its dominant frequency). Ising: the best unit's |correlation| with energy "
+    "and |magnetisation| per layer, and a ridge linear probe's held-out R^2.",
     "features_over_time": "The headline feature measure at each analysed checkpoint.",
     "pruning": "Test loss and accuracy against the fraction of parameters pruned, "
     "globally, for each pruning order. CF: compression factor (definition above).",
@@ -70,9 +73,25 @@ def _image(path: Path) -> str:
 
 def _table(task_summary: dict[str, Any]) -> str:
     rows = ["<tr><th>quantity</th><th>grok</th><th>steady</th></tr>"]
-    extra = [("key frequencies", "key_frequencies")] if "key_frequencies" in task_summary[
-        "grok"] else []
-    for label, getter in ROWS + [(lab, lambda s, k=k: s[k]) for lab, k in extra]:
+    extra = []
+    if "key_frequencies" in task_summary["grok"]:
+        extra = [
+            ("key frequencies", "key_frequencies"),
+            ("share of norm in key frequencies", "top_k_norm_fraction"),
+            ("mean neuron purity (token a)", "neuron_purity_mean"),
+            ("mean neuron IPR (token a)", "neuron_ipr_mean"),
+            ("neurons with the same dominant frequency for a and b",
+             "dominant_frequency_agreement"),
+        ]
+    rows_spec = ROWS + [(lab, lambda s, k=k: s[k]) for lab, k in extra]
+    for layer, targets in task_summary["grok"].get("feature_correlations", {}).items():
+        for target in targets:
+            for stat in ("max_abs_corr", "probe_r2"):
+                rows_spec.append((
+                    f"{layer}: {stat.replace('_', ' ')} with {target.replace('_', ' ')}",
+                    lambda s, l=layer, t=target, k=stat: s["feature_correlations"][l][t][k],
+                ))
+    for label, getter in rows_spec:
         cells = "".join(
             f"<td>{html.escape(_format(getter(task_summary[r])))}</td>"
             for r in ("grok", "steady")

@@ -52,6 +52,9 @@ def _feature_summary(analysis: dict[str, Any]) -> dict[str, Any]:
         return {
             "key_frequencies": features["key_frequencies"],
             "top_k_norm_fraction": features["top_k_norm_fraction"],
+            "neuron_purity_mean": features["a"]["purity_mean"],
+            "neuron_ipr_mean": features["a"]["ipr_mean"],
+            "dominant_frequency_agreement": features["dominant_frequency_agreement"],
         }
     return {
         "feature_correlations": {

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -26,11 +27,21 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated or not a groklab checkpoint."""
 
 
-def checkpoint_epochs(epochs: int, dense_until: int, every: int) -> list[int]:
-    """Return the epochs to checkpoint: 0..dense_until, then every ``every``, then the last."""
+def checkpoint_epochs(
+    epochs: int, dense_until: int, every: int, log_points: int = 0
+) -> list[int]:
+    """Return the epochs to checkpoint.
+
+    Every epoch up to ``dense_until``, then every ``every`` epochs, plus
+    ``log_points`` log-spaced epochs between ``dense_until`` and the end, which
+    keep the transition out of the dense phase sampled; the last epoch always.
+    """
     dense = range(0, min(dense_until, epochs) + 1)
     sparse = range(dense_until + every, epochs + 1, every) if dense_until < epochs else []
-    return sorted(set(dense) | set(sparse) | {epochs})
+    spaced = set()
+    if log_points > 0 and dense_until < epochs:
+        spaced = set(np.round(np.geomspace(max(dense_until, 1), epochs, log_points)).astype(int))
+    return sorted(set(dense) | set(sparse) | {int(e) for e in spaced} | {epochs})
 
 
 def checkpoint_path(run_dir: Path, epoch: int) -> Path:

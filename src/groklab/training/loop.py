@@ -108,7 +108,12 @@ def train(
     )
     _write_header(run_dir, config, data)
     schedule = set(
-        checkpoint_epochs(config.epochs, config.checkpoint_dense_until, config.checkpoint_every)
+        checkpoint_epochs(
+            config.epochs,
+            config.checkpoint_dense_until,
+            config.checkpoint_every,
+            config.checkpoint_log_points,
+        )
     )
     generator = torch.Generator().manual_seed(config.seed + 1)
     started = time.perf_counter()
