@@ -122,14 +122,66 @@ def test_existing_run_folder_kept(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep.txt").write_text("precious")
-    code = main(["train", "--task", "modadd", "--regime", "grok", "--out", str(out),
-                 "--epochs", "1", "--quiet", *TINY_MODADD])
-    assert_one_line_error(capsys, code, "pass --force")
+    args = ["train", "--task", "modadd", "--regime", "grok", "--out", str(out),
+            "--epochs", "1", "--quiet", *TINY_MODADD]
+    assert_one_line_error(capsys, main(args), "pass --force")
     assert (out / "keep.txt").read_text() == "precious"
-    code = main(["train", "--task", "modadd", "--regime", "grok", "--out", str(out),
-                 "--epochs", "1", "--quiet", "--force", *TINY_MODADD])
-    assert code == 0
-    assert not (out / "keep.txt").exists()
+    assert_one_line_error(capsys, main([*args, "--force"]), "not a groklab run folder")
+    assert (out / "keep.txt").read_text() == "precious"
+
+
+def test_force_replaces_only_valid_requests(tmp_path, capsys):
+    run = train_tiny(tmp_path, "modadd", "grok", epochs=1)
+    before = (run / "metrics.csv").read_text()
+    args = ["train", "--task", "modadd", "--regime", "steady", "--out", str(run),
+            "--epochs", "2", "--quiet", "--force", *TINY_MODADD]
+    code = main([*args, "--set", "train_fraction=0.001"])
+    assert_one_line_error(capsys, code, "invalid train_fraction")
+    assert (run / "metrics.csv").read_text() == before
+    assert main(args) == 0
+    assert json.loads((run / "config.json").read_text())["config"]["regime"] == "steady"
+
+
+def test_train_rejects_task_override(tmp_path, capsys):
+    code = main(["train", "--task", "modadd", "--regime", "grok", "--set", "task=ising",
+                 "--out", str(tmp_path / "r")])
+    assert_one_line_error(capsys, code, "with --task and --regime")
+
+
+def test_unwritable_out_one_line(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    code = main(["train", "--task", "modadd", "--regime", "grok", "--epochs", "1",
+                 "--out", str(tmp_path / "afile" / "sub"), "--quiet", *TINY_MODADD])
+    assert_one_line_error(capsys, code, "cannot access")
+
+
+def test_diverged_run_marked_failed(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--task", "modadd", "--regime", "grok", "--epochs", "3",
+                 "--out", str(out), "--quiet", "--set", "lr=1e30", *TINY_MODADD])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "diverged" in err
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "failed"
+    assert "Lower the learning rate" in status["message"]
+    code = main(["analyze", str(out), "--quiet"])
+    assert_one_line_error(capsys, code, "is failed, not finished (training diverged")
+
+
+def test_crashed_run_marked_failed(tmp_path, monkeypatch):
+    import groklab.training.loop as loop
+
+    def crash(*args, **kwargs):
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(loop, "train_epoch", crash)
+    with pytest.raises(MemoryError):
+        main(["train", "--task", "modadd", "--regime", "grok", "--epochs", "2",
+              "--out", str(tmp_path / "r"), "--quiet", *TINY_MODADD])
+    status = json.loads((tmp_path / "r" / "status.json").read_text())
+    assert status["state"] == "failed"
+    assert "MemoryError" in status["message"]
 
 
 def test_analyze_missing_folder(tmp_path, capsys):
@@ -162,6 +214,21 @@ def test_analyze_corrupt_run_folder(tmp_path, capsys, damage, fragment):
 def test_compare_needs_both_regimes(capsys, modadd_pair, tmp_path):
     code = main(["compare", str(modadd_pair[0]), "--out", str(tmp_path / "r")])
     assert_one_line_error(capsys, code, "no modadd steady run given")
+
+
+def test_compare_keeps_existing_report(tmp_path, capsys, modadd_pair):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "report.html").write_text("mine")
+    code = main(["compare", *map(str, modadd_pair), "--out", str(out), "--quiet"])
+    assert_one_line_error(capsys, code, "pass --force")
+    assert (out / "report.html").read_text() == "mine"
+
+
+def test_compare_rejects_different_data(tmp_path, capsys, modadd_pair):
+    other = train_tiny(tmp_path, "modadd", "steady", extra=["--set", "data_seed=5"])
+    code = main(["compare", str(modadd_pair[0]), str(other), "--out", str(tmp_path / "r")])
+    assert_one_line_error(capsys, code, "differ in data_seed")
 
 
 def test_bad_analysis_override(capsys, modadd_pair):

@@ -71,3 +71,24 @@ def test_custom_fractions():
 def test_bad_input_raises(epochs, train, test):
     with pytest.raises(ValueError):
         grokking_times(epochs, train, test)
+
+
+def test_chance_floor_hides_unlearned_fits():
+    epochs = np.arange(6)
+    train = np.array([0.0, 0.3, 0.6, 0.9, 1.0, 1.0])
+    test = np.array([0.008, 0.006, 0.004, 0.003, 0.002, 0.0065])
+    times = grokking_times(epochs, train, test, chance=1 / 113)
+    assert times.epoch_train_fit == 3
+    assert times.epoch_test_fit is None
+    assert times.epoch_test_onset is None
+    assert times.delay is None
+    without_floor = grokking_times(epochs, train, test)
+    assert without_floor.epoch_test_fit == 0
+
+
+def test_chance_floor_keeps_real_fits():
+    epochs = np.arange(5)
+    test = np.array([0.5, 0.6, 0.8, 0.95, 0.96])
+    times = grokking_times(epochs, test, test, chance=0.5)
+    assert times.epoch_test_fit == 3
+    assert times.epoch_test_onset == 0

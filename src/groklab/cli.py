@@ -8,7 +8,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from groklab.config import AnalysisConfig, RunConfig, apply_overrides
+from groklab.config import AnalysisConfig, ConfigError, RunConfig, apply_overrides
 
 EXIT_USAGE = 2
 
@@ -28,6 +28,15 @@ def _set_option(parser: argparse.ArgumentParser, keys: str) -> None:
         default=[],
         metavar="KEY=VALUE",
         help=f"override a config field; repeatable. Keys: {keys}",
+    )
+
+
+def _cache_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="Ising dataset cache (default: the training run's, else $GROKLAB_CACHE "
+        "or ~/.cache/groklab)",
     )
 
 
@@ -64,6 +73,7 @@ def _analyze_parser(sub) -> None:
         "and information geometry of a run; writes analysis.json and figures/.",
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder to analyse")
+    _cache_option(p)
     _set_option(p, ", ".join(AnalysisConfig.__dataclass_fields__))
     _quiet_option(p)
 
@@ -79,6 +89,9 @@ def _compare_parser(sub) -> None:
     p.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR",
                    help="GROK_RUN STEADY_RUN [more run folders]")
     p.add_argument("--out", type=Path, required=True, help="report folder")
+    p.add_argument("--force", action="store_true",
+                   help="replace report.html and summary.json in an existing --out")
+    _cache_option(p)
     _set_option(p, ", ".join(AnalysisConfig.__dataclass_fields__))
     _quiet_option(p)
 
@@ -112,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_train(args) -> None:
     from groklab.training.loop import train
 
+    for pair in args.overrides:
+        if pair.partition("=")[0].strip() in ("task", "regime"):
+            raise ConfigError(
+                f"invalid override {pair!r}: set the task and regime with --task and "
+                "--regime"
+            )
     base = {"task": args.task, "regime": args.regime}
     for key in ("alpha", "epochs", "seed"):
         if getattr(args, key) is not None:
@@ -126,7 +145,7 @@ def _run_analyze(args) -> None:
     from groklab.analysis.run import analyze_run
 
     config = apply_overrides(AnalysisConfig, {}, args.overrides)
-    analyze_run(args.run_dir, config, progress=not args.quiet)
+    analyze_run(args.run_dir, config, progress=not args.quiet, cache_dir=args.cache_dir)
     print(f"analysis: {args.run_dir / 'analysis.json'}")
 
 
@@ -134,7 +153,8 @@ def _run_compare(args) -> None:
     from groklab.report.compare import compare_runs
 
     config = apply_overrides(AnalysisConfig, {}, args.overrides)
-    report = compare_runs(args.runs, args.out, config, progress=not args.quiet)
+    report = compare_runs(args.runs, args.out, config, progress=not args.quiet,
+                          force=args.force, cache_dir=args.cache_dir)
     print(f"report: {report}")
 
 
@@ -175,6 +195,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"groklab {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:
+        # Files that cannot be written or read: a path through a file, a full
+        # disk, missing permissions.
+        if os.environ.get("GROKLAB_DEBUG"):
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        print(f"groklab {args.command}: error: cannot access{where}: {err.strerror or err}; "
+              "check the path and its permissions", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"groklab {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -128,14 +128,25 @@ class RunConfig:
         _require(self.epochs >= 1, "epochs", self.epochs, "use an integer >= 1")
         _require(self.lr > 0 and math.isfinite(self.lr), "lr", self.lr,
                  "use a finite value > 0")
-        _require(self.weight_decay >= 0, "weight_decay", self.weight_decay,
-                 "use a value >= 0")
+        _require(0 <= self.weight_decay < math.inf, "weight_decay", self.weight_decay,
+                 "use a finite value >= 0")
+        for name in ("seed", "data_seed"):
+            value = getattr(self, name)
+            _require(0 <= value < 2**63, name, value, "use an integer in [0, 2**63)")
+        n_samples = self.ising_n_temperatures * self.ising_samples_per_temperature
+        _require(self.ising_train + self.ising_test <= n_samples, "ising_train",
+                 self.ising_train, f"ising_train + ising_test ({self.ising_test}) must "
+                 f"not exceed the {n_samples} sampled configurations; raise "
+                 "ising_samples_per_temperature")
         _require(self.batch_size >= 1, "batch_size", self.batch_size,
                  "use an integer >= 1")
         _require(self.hidden >= 1, "hidden", self.hidden, "use an integer >= 1")
         _require(self.p >= 2, "p", self.p, "use a modulus >= 2, e.g. 113")
         _require(0 < self.train_fraction < 1, "train_fraction", self.train_fraction,
                  "use a value strictly between 0 and 1")
+        n_train = round(self.train_fraction * self.p**2)
+        _require(0 < n_train < self.p**2, "train_fraction", self.train_fraction,
+                 f"it leaves an empty split of the {self.p**2} pairs; move it towards 0.5")
         _require(self.ising_lattice >= 4 and self.ising_lattice % 4 == 0,
                  "ising_lattice", self.ising_lattice,
                  "use a multiple of 4, because the CNN pools twice by 2")

@@ -7,9 +7,8 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-from groklab.analysis.run import analyze_run
 from groklab.config import AnalysisConfig, RunConfig
-from groklab.report.compare import compare_runs
+from groklab.report.compare import analysis_for, compare_runs
 from groklab.tasks.loader import load_task
 from groklab.training.runfolder import RunFolderError, read_run
 
@@ -44,8 +43,8 @@ def _train_job(config: RunConfig, run_dir: Path, cache_dir, force, progress, pos
     return run_dir
 
 
-def _analyze_job(run_dir: Path, progress: bool) -> Path:
-    analyze_run(run_dir, AnalysisConfig(), progress=progress)
+def _analyze_job(run_dir: Path, progress: bool, cache_dir) -> Path:
+    analysis_for(run_dir, AnalysisConfig(), progress, cache_dir)
     return run_dir
 
 
@@ -79,13 +78,20 @@ def run_demo(
         ising = next(c for c, _ in pending if c.task.value == "ising")
         load_task(ising, cache_dir, progress=progress)
     workers = workers or min(2, os.cpu_count() or 1)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+    try:
         jobs = [
             pool.submit(_train_job, config, run_dir, cache_dir, True, progress, i)
             for i, (config, run_dir) in enumerate(pending)
         ]
         for job in jobs:
             job.result()
-        for job in [pool.submit(_analyze_job, d, progress) for d in run_dirs]:
+        for job in [pool.submit(_analyze_job, d, progress, cache_dir) for d in run_dirs]:
             job.result()
-    return compare_runs(run_dirs, out, AnalysisConfig(), progress=progress)
+    except BaseException:
+        # On Ctrl-C or a failed job, drop the queued runs instead of starting them.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return compare_runs(run_dirs, out, AnalysisConfig(), progress=progress, force=True,
+                        cache_dir=cache_dir)

@@ -37,23 +37,23 @@ ANALYSIS_FILE = "analysis.json"
 
 
 def analyze_run(
-    run_dir: Path, config: AnalysisConfig | None = None, *, progress: bool = True
+    run_dir: Path,
+    config: AnalysisConfig | None = None,
+    *,
+    progress: bool = True,
+    cache_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Compute every analysis of ``run_dir``, write analysis.json and figures, return it."""
     config = config or AnalysisConfig()
     run = read_run(run_dir)
     torch.set_num_threads(run.config.threads)
-    data = _load_run_data(run, progress)
+    data = _load_run_data(run, progress, cache_dir)
     model = build_model(run.config)
-    checkpoints = run.checkpoints()
-    if not checkpoints:
-        raise RunFolderError(f"run {run.path} has no checkpoints: re-run training")
-    final_params = _load_params(checkpoints[-1][1])
+    checkpoints = _checked_checkpoints(run)
+    final_params = _load_params(checkpoints[-1][1], model)
     held_out = _held_out(data, config)
     steps = [
-        ("timing", lambda: grokking_times(
-            run.metrics["epoch"], run.metrics["train/acc"], run.metrics["test/acc"]
-        ).to_dict()),
+        ("timing", lambda: _timing(run, model)),
         ("features", lambda: _features(run, model, final_params, data, config)),
         ("pruning", lambda: _pruning(model, final_params, data, held_out, config)),
         ("geometry", lambda: _geometry(model, checkpoints, held_out, config, progress)),
@@ -72,8 +72,10 @@ def analyze_run(
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
         "final": _final_metrics(run),
+        "final_checkpoint_epoch": checkpoints[-1][0],
     }
-    for name, step in tqdm(steps, desc=f"analyse {run.config.name}", disable=not progress):
+    bar = tqdm(steps, desc=f"analyse {run.config.name}", disable=None if progress else True)
+    for name, step in bar:
         result[name] = step()
     result = _json_safe(result)
     write_json(run.path / ANALYSIS_FILE, result)
@@ -83,10 +85,16 @@ def analyze_run(
     return result
 
 
-def _load_run_data(run: Run, progress: bool) -> TaskData:
-    """Load the run's data, checking an Ising dataset against its recorded hash."""
+def _load_run_data(run: Run, progress: bool, cache_dir: Path | None) -> TaskData:
+    """Load the run's data, checking an Ising dataset against its recorded hash.
+
+    The Ising cache is ``cache_dir`` when given, else the folder the run was
+    trained from if it still exists, else the default cache.
+    """
     recorded = run.provenance.get("data", {})
-    cache_dir = Path(recorded["dataset"]).parent if "dataset_sha256" in recorded else None
+    if cache_dir is None and "dataset" in recorded:
+        trained_from = Path(recorded["dataset"]).parent
+        cache_dir = trained_from if trained_from.is_dir() else None
     data = load_task(run.config, cache_dir, progress=progress)
     expected = recorded.get("dataset_content_sha256")
     if expected and data.provenance.get("dataset_content_sha256") != expected:
@@ -97,9 +105,36 @@ def _load_run_data(run: Run, progress: bool) -> TaskData:
     return data
 
 
-def _load_params(path: Path) -> dict[str, torch.Tensor]:
+def _checked_checkpoints(run: Run) -> list[tuple[int, Path]]:
+    """Return the run's checkpoints after checking that they cover the whole run."""
+    checkpoints = run.checkpoints()
+    last_row = int(run.metrics["epoch"][-1])
+    if len(checkpoints) < 2:
+        raise RunFolderError(
+            f"run {run.path} has {len(checkpoints)} checkpoint(s): the dynamics need at "
+            "least 2, so re-run training"
+        )
+    if checkpoints[-1][0] != run.config.epochs or last_row != run.config.epochs:
+        raise RunFolderError(
+            f"run {run.path} is incomplete: config says {run.config.epochs} epochs, the "
+            f"last checkpoint is epoch {checkpoints[-1][0]} and metrics.csv ends at "
+            f"epoch {last_row}; re-run training"
+        )
+    return checkpoints
+
+
+def _load_params(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
+    """Load a checkpoint's parameters, checking that they fit ``model``."""
     tensors, _ = load_checkpoint(path)
-    return model_tensors(tensors)
+    params = model_tensors(tensors)
+    expected = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    found = {name: tuple(t.shape) for name, t in params.items()}
+    if found != expected:
+        raise RunFolderError(
+            f"checkpoint {path} does not match the model of the run's config.json "
+            "(parameter names or shapes differ): the folder mixes runs, so re-run training"
+        )
+    return params
 
 
 def _held_out(data: TaskData, config: AnalysisConfig) -> dict[str, torch.Tensor]:
@@ -110,6 +145,16 @@ def _held_out(data: TaskData, config: AnalysisConfig) -> dict[str, torch.Tensor]
         "pruning": data.test_inputs[order[: config.fisher_inputs]],
         "geometry": data.test_inputs[order[: config.geometry_fisher_inputs]],
     }
+
+
+def _timing(run: Run, model: nn.Module) -> dict[str, Any]:
+    """Grokking times, with chance accuracy 1 / number of classes as the floor."""
+    n_classes = list(model.parameters())[-1].shape[0]
+    times = grokking_times(
+        run.metrics["epoch"], run.metrics["train/acc"], run.metrics["test/acc"],
+        chance=1 / n_classes,
+    )
+    return {**times.to_dict(), "chance_accuracy": 1 / n_classes}
 
 
 def _final_metrics(run: Run) -> dict[str, float]:
@@ -181,9 +226,10 @@ def _select(checkpoints: list, limit: int) -> list:
 def _geometry(model, checkpoints, held_out, config: AnalysisConfig, progress) -> dict:
     chosen = _select(checkpoints, config.max_checkpoints)
     thetas, fishers = [], []
-    for _, path in tqdm(chosen, desc="Fisher at checkpoints", disable=not progress,
-                        leave=False):
-        params = _load_params(path)
+    bar = tqdm(chosen, desc="Fisher at checkpoints", leave=False,
+               disable=None if progress else True)
+    for _, path in bar:
+        params = _load_params(path, model)
         fisher = fisher_diagonal(
             model, held_out["geometry"], config.fisher_form, params=params,
             chunk_size=config.fisher_chunk_size,
@@ -210,7 +256,7 @@ def _features_over_time(run, model, checkpoints, data, config) -> dict[str, Any]
     chosen = _select(checkpoints, config.max_checkpoints)
     rows = []
     for epoch, path in chosen:
-        params = _load_params(path)
+        params = _load_params(path, model)
         row: dict[str, Any] = {"epoch": epoch}
         if run.config.task is Task.MODADD:
             feats = fourier_features(

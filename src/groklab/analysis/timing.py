@@ -41,6 +41,7 @@ def grokking_times(
     *,
     fit_fraction: float = 0.9,
     onset_fraction: float = 0.01,
+    chance: float | None = None,
 ) -> GrokkingTimes:
     """Return the train-fit, test-fit and test-onset epochs of one run.
 
@@ -50,13 +51,33 @@ def grokking_times(
     sets in at the first epoch where it exceeds ``onset_fraction`` times its
     maximum (>). NaN accuracies never count, neither for the maximum nor as a
     crossing. A curve that is all NaN or never above zero has no crossings.
+
+    Because the thresholds are relative, a run that never learns would still
+    "fit" at its best epoch. With ``chance`` (the accuracy of guessing) given,
+    a curve whose maximum stays below halfway from chance to 1 has no fit
+    epoch, and a test curve that never exceeds chance has no onset.
     """
     epochs_arr, train, test = _validated_curves(epochs, train_acc, test_acc)
+    train_learned = _learned(train, chance)
+    test_learned = _learned(test, chance)
+    test_onset = _first_epoch(epochs_arr, test, onset_fraction, strict=True)
+    if chance is not None and not np.nanmax(test, initial=-np.inf) > chance:
+        test_onset = None
     return GrokkingTimes(
-        epoch_train_fit=_first_epoch(epochs_arr, train, fit_fraction, strict=False),
-        epoch_test_fit=_first_epoch(epochs_arr, test, fit_fraction, strict=False),
-        epoch_test_onset=_first_epoch(epochs_arr, test, onset_fraction, strict=True),
+        epoch_train_fit=_first_epoch(epochs_arr, train, fit_fraction, strict=False)
+        if train_learned else None,
+        epoch_test_fit=_first_epoch(epochs_arr, test, fit_fraction, strict=False)
+        if test_learned else None,
+        epoch_test_onset=test_onset,
     )
+
+
+def _learned(acc: np.ndarray, chance: float | None) -> bool:
+    """Return False when ``acc`` never gets halfway from ``chance`` to 1."""
+    if chance is None:
+        return True
+    finite = acc[np.isfinite(acc)]
+    return finite.size > 0 and finite.max() >= chance + (1 - chance) / 2
 
 
 def _validated_curves(

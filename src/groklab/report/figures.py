@@ -106,7 +106,7 @@ def plot_fourier_spectra(views: list[RunView]) -> Figure:
         for i, view in enumerate(views):
             feats = view.analysis["features"]
             power = _values(feats["a"]["spectrum"]) + _values(feats["b"]["spectrum"])
-            share = power / power.sum()
+            share = power / power.sum() if power.sum() > 0 else np.zeros_like(power)
             freqs = np.arange(len(share))
             ax.bar(freqs + (i - (len(views) - 1) / 2) * width, share, width=width,
                    color=view.color,
@@ -157,7 +157,9 @@ def plot_feature_correlations(views: list[RunView]) -> Figure:
                 ax.set_xlabel("layer")
                 ax.set_ylabel(stat_label)
                 ax.set_title(target_label)
-                ax.set_ylim(min(0, ax.get_ylim()[0]), 1.05)
+                # A probe can score far below 0 on held-out data; clip the axis so
+                # such a bar does not flatten the others (the value is in the JSON).
+                ax.set_ylim(max(-0.5, min(0, ax.get_ylim()[0])), 1.05)
                 ax.legend(loc="lower right")
         fig.tight_layout()
     return fig
@@ -173,8 +175,13 @@ def plot_pruning(views: list[RunView]) -> Figure:
             for view in views:
                 entry = view.analysis["pruning"]["orders"][order]
                 curve = entry["global"]
-                factor = entry["compression"]["factor"]
-                label = f"{view.label} (CF {factor:.1f}x)" if factor else view.label
+                compression = entry["compression"]
+                if compression["factor"]:
+                    label = f"{view.label} (CF {compression['factor']:.1f}x)"
+                elif compression["n_kept"] == 0:
+                    label = f"{view.label} (CF unbounded)"
+                else:
+                    label = view.label
                 axes[0, col].plot(curve["fractions"], _values(curve["loss"]),
                                   color=view.color, label=label)
                 axes[1, col].plot(curve["fractions"], _values(curve["accuracy"]),

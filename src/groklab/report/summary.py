@@ -23,6 +23,7 @@ def regime_summary(analysis: dict[str, Any]) -> dict[str, Any]:
         "final_test_loss": analysis["final"]["test/loss"],
         "final_param_norm": analysis["final"]["param_norm"],
         "compression_factor": headline["compression"]["factor"],
+        "compression_note": _compression_note(headline["compression"]),
         "compression_definition": headline["compression"]["definition"],
         "compression_tolerance": pruning["tolerance"],
         "pruning_order": headline_order,
@@ -44,6 +45,16 @@ def regime_summary(analysis: dict[str, Any]) -> dict[str, Any]:
     }
     summary.update(_feature_summary(analysis))
     return summary
+
+
+def _compression_note(compression: dict[str, Any]) -> str | None:
+    """Explain a missing compression factor: JSON has no infinity."""
+    if compression["n_kept"] == 0:
+        return (
+            "every parameter can be pruned within the tolerance (unpruned test accuracy "
+            f"{compression['base_accuracy']:.3g}), so the factor is unbounded"
+        )
+    return None
 
 
 def _feature_summary(analysis: dict[str, Any]) -> dict[str, Any]:

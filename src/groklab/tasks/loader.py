@@ -99,7 +99,7 @@ def _load_ising(config: RunConfig, cache_dir: Path, progress: bool) -> TaskData:
         "temperature": dataset.temperature[test],
     }
     provenance = {
-        "dataset": str(path),
+        "dataset": str(Path(path).resolve()),
         "dataset_sha256": dataset_sha256(path),
         "dataset_content_sha256": content_sha256(dataset),
         "dataset_metadata": {

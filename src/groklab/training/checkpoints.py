@@ -20,6 +20,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from groklab.training.runfolder import FILE_MODE
+
 FORMAT = "groklab-checkpoint-1"
 
 
@@ -58,6 +60,7 @@ def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str
     os.close(fd)
     try:
         save_file(contiguous, tmp, metadata=metadata)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -22,6 +22,7 @@ from groklab.training.checkpoints import (
 )
 from groklab.training.runfolder import (
     METRIC_COLUMNS,
+    check_run_dir,
     prepare_run_dir,
     versions,
     write_json,
@@ -97,16 +98,46 @@ def train(
     """Train ``config`` from scratch into ``run_dir`` and return the folder.
 
     Raises TrainingDiverged after marking the run failed when the loss or the
-    parameters stop being finite; everything written until then is kept.
+    parameters stop being finite; everything written until then is kept. An
+    interrupted or crashed run is marked ``interrupted`` or ``failed`` too.
+    The folder is checked and the data loaded before anything is deleted.
     """
-    run_dir = prepare_run_dir(run_dir, force)
+    check_run_dir(run_dir, force)
     torch.set_num_threads(config.threads)
     data = load_task(config, cache_dir, progress=progress)
+    run_dir = prepare_run_dir(run_dir, force)
+    _write_header(run_dir, config, data)
+    try:
+        _train_loop(config, run_dir, data, progress, position)
+    except TrainingDiverged:
+        raise
+    except KeyboardInterrupt:
+        _write_status(run_dir, "interrupted", _last_epoch(run_dir),
+                      message="interrupted by the user; re-run to train again")
+        raise
+    except Exception as err:
+        _write_status(run_dir, "failed", _last_epoch(run_dir),
+                      message=f"{type(err).__name__}: {err}")
+        raise
+    return run_dir
+
+
+def _last_epoch(run_dir: Path) -> int:
+    """Return the last epoch with a metrics row, or 0."""
+    try:
+        lines = (run_dir / "metrics.csv").read_text().splitlines()
+        return int(float(lines[-1].split(",")[0])) if len(lines) > 1 else 0
+    except (OSError, ValueError):
+        return 0
+
+
+def _train_loop(
+    config: RunConfig, run_dir: Path, data: TaskData, progress: bool, position
+) -> None:
     model = build_model(config)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
-    _write_header(run_dir, config, data)
     schedule = set(
         checkpoint_epochs(
             config.epochs,
@@ -122,7 +153,7 @@ def train(
         bar = tqdm(
             range(config.epochs + 1),
             desc=config.name,
-            disable=not progress,
+            disable=None if progress else True,
             unit="epoch",
             mininterval=0.5,
             dynamic_ncols=True,
@@ -140,7 +171,6 @@ def train(
             if epoch % 10 == 0 or epoch == config.epochs:
                 bar.set_postfix(train=f"{row['train/acc']:.3f}", test=f"{row['test/acc']:.3f}")
     _write_status(run_dir, "finished", config.epochs, seconds=time.perf_counter() - started)
-    return run_dir
 
 
 def _check_finite(row: dict[str, float], run_dir: Path, config: RunConfig) -> None:
@@ -148,8 +178,9 @@ def _check_finite(row: dict[str, float], run_dir: Path, config: RunConfig) -> No
         return
     message = (
         f"training diverged at epoch {row['epoch']}: train loss {row['train/loss']}, "
-        f"parameter norm {row['param_norm']}; alpha {config.alpha:g} may be too large "
-        f"for learning rate {config.lr:g}"
+        f"parameter norm {row['param_norm']}. Lower the learning rate "
+        f"(lr {config.lr:g}), alpha ({config.alpha:g}) or weight decay "
+        f"({config.weight_decay:g})"
     )
     _write_status(run_dir, "failed", int(row["epoch"]), message=message)
     raise TrainingDiverged(message)

@@ -42,30 +42,71 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=True) + "\n")
 
 
+def _process_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by the owner only; results are shared files,
+# so they get the permissions a plain open() would give them.
+FILE_MODE = 0o666 & ~_process_umask()
+
+
 def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def prepare_run_dir(run_dir: Path, force: bool) -> Path:
-    """Create an empty run folder; an existing non-empty one needs ``force``."""
+def is_run_folder(path: Path) -> bool:
+    """Return True when ``path`` looks like a folder written by groklab train."""
+    return (Path(path) / "config.json").is_file() and (Path(path) / "status.json").is_file()
+
+
+def check_run_dir(run_dir: Path, force: bool) -> None:
+    """Raise RunFolderError unless ``run_dir`` may be (re)created; changes nothing.
+
+    A new or empty folder is always fine. ``force`` replaces only an existing
+    groklab run folder, and never the working folder or one that contains it.
+    """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"run folder {run_dir} is a file: choose another --out")
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return
+    if not force:
+        raise RunFolderError(
+            f"run folder {run_dir} already exists: pass --force to replace it "
+            "or choose another --out"
+        )
+    if not is_run_folder(run_dir):
+        raise RunFolderError(
+            f"folder {run_dir} is not empty and not a groklab run folder, so --force "
+            "does not replace it: choose a new or empty --out"
+        )
+    cwd = Path.cwd().resolve()
+    if cwd == run_dir.resolve() or run_dir.resolve() in cwd.parents:
+        raise RunFolderError(
+            f"run folder {run_dir} contains the working folder: run from elsewhere "
+            "or choose another --out"
+        )
+
+
+def prepare_run_dir(run_dir: Path, force: bool) -> Path:
+    """Create an empty run folder after :func:`check_run_dir` allows it."""
+    check_run_dir(run_dir, force)
+    run_dir = Path(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()):
-        if not force:
-            raise RunFolderError(
-                f"run folder {run_dir} already exists: pass --force to replace it "
-                "or choose another --out"
-            )
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
@@ -119,6 +160,10 @@ class Run:
 def read_run(run_dir: Path, *, allow_unfinished: bool = False) -> Run:
     """Read a run folder, raising RunFolderError with the fix if it is unusable."""
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(
+            f"{run_dir} is a file, not a run folder: pass a folder written by groklab train"
+        )
     if not run_dir.is_dir():
         raise RunFolderError(
             f"run folder {run_dir} not found: pass a folder written by groklab train"
@@ -132,9 +177,10 @@ def read_run(run_dir: Path, *, allow_unfinished: bool = False) -> Run:
         ) from None
     status = _read_json(run_dir / "status.json")
     if status.get("state") != "finished" and not allow_unfinished:
+        reason = f" ({status['message']})" if status.get("message") else ""
         raise RunFolderError(
-            f"run {run_dir} is {status.get('state', 'unknown')}, not finished: "
-            "re-run groklab train or resume it"
+            f"run {run_dir} is {status.get('state', 'unknown')}, not finished{reason}: "
+            "re-run groklab train"
         )
     metrics = read_metrics(run_dir / "metrics.csv")
     return Run(run_dir, config, header.get("provenance", {}), status, metrics)

@@ -166,7 +166,7 @@ def build_dataset(spec: IsingDataSpec, *, progress: bool = True) -> IsingDataset
     """Sample every grid temperature of ``spec`` and return the labelled dataset."""
     start = time.perf_counter()
     grid = spec.temperatures()
-    bar = tqdm(grid, desc="Ising temperatures", disable=not progress)
+    bar = tqdm(grid, desc="Ising temperatures", disable=None if progress else True)
     parts = [
         sampling.sample_temperature(
             spec.lattice,
