@@ -1,4 +1,4 @@
-"""Ising sampling, dataset build, cache and split."""
+"""Ising sampling, temperature grid, dataset build, cache and split."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from groklab.tasks.ising.dataset import (
     save_dataset,
     split_indices,
 )
+from groklab.tasks.ising.grid import temperature_grid
 from groklab.tasks.ising.observables import (
     CRITICAL_TEMPERATURE,
     energy_per_spin,
@@ -29,14 +30,21 @@ from groklab.tasks.ising.sampling import (
     sample_temperature,
 )
 
+TC = CRITICAL_TEMPERATURE
+# Six grid temperatures: 1.5, 2.0, Tc - 0.25, 2.5, Tc + 0.25 and 3.0.
 SMALL = IsingDataSpec(
-    lattice=8, t_min=1.5, t_max=3.0, n_temperatures=4, samples_per_temperature=10
+    lattice=8,
+    t_min=1.5,
+    t_max=3.0,
+    n_temperatures=4,
+    n_near_tc=2,
+    samples_per_temperature=10,
 )
 
 
 @pytest.fixture(scope="module")
 def default_dataset() -> ds.IsingDataset:
-    """Return the default 26 x 50 build on 16 x 16 lattices (well under a second)."""
+    """Return the default 32 x 50 build on 16 x 16 lattices (about a second)."""
     return build_dataset(IsingDataSpec(), progress=False)
 
 
@@ -143,16 +151,97 @@ def test_algorithm_dispatch() -> None:
         core_algorithm_name("sw")  # type: ignore[arg-type]
 
 
+# Grid
+
+
+def test_default_grid_denser_near_tc() -> None:
+    grid = temperature_grid(1.0, 3.5, 26)
+    assert grid[0] == 1.0
+    assert grid[-1] == 3.5
+    assert np.all(np.diff(grid) > 0)
+    # Within 0.25 of Tc: 2.1, 2.2, 2.3, 2.4, 2.5 from the 0.1 spacing, plus 6 more.
+    assert np.sum(np.abs(grid - TC) <= 0.25 + 1e-12) == 5 + 6
+    for offset in (-0.25, -0.15, -0.05, 0.05, 0.15, 0.25):
+        assert np.min(np.abs(grid - (TC + offset))) < 1e-12, offset
+    assert (grid < TC).sum() == 13 + 3  # 1.0 ... 2.2, then Tc - 0.25 ... Tc - 0.05
+    assert (grid > TC).sum() == 13 + 3
+
+
+def test_grid_without_extra_points_is_linspace() -> None:
+    grid = temperature_grid(1.0, 3.5, 26, n_near_tc=0)
+    np.testing.assert_array_equal(grid, np.linspace(1.0, 3.5, 26))
+
+
+def test_grid_excludes_window() -> None:
+    grid = temperature_grid(1.0, 3.5, 26, exclude_width=0.3)
+    assert np.abs(grid - TC).min() >= 0.3
+    # All 6 window points and 2.0 ... 2.5 lie within 0.3 of Tc = 2.269.
+    expected = [t for t in np.linspace(1.0, 3.5, 26) if abs(t - TC) >= 0.3]
+    np.testing.assert_array_equal(grid, expected)
+    assert len(grid) == 20
+
+
+def test_grid_never_contains_tc() -> None:
+    with pytest.raises(ValueError, match="is Tc.*use an even n_near_tc"):
+        temperature_grid(1.0, 3.5, 26, n_near_tc=5)
+    grid = temperature_grid(1.0, 3.5, 26, n_near_tc=5, exclude_width=0.01)
+    assert np.abs(grid - TC).min() >= 0.01
+    assert len(grid) == 26 + 4
+    with pytest.raises(ValueError, match="is Tc.*change t_min, t_max or n_temp"):
+        temperature_grid(TC - 1.0, TC + 1.0, 3, n_near_tc=0)
+
+
+def test_grid_merges_points_within_1e_9() -> None:
+    # Even points Tc - 0.3, Tc - 0.1, Tc + 0.1, Tc + 0.3; the window adds Tc +- w.
+    low, high = TC - 0.3, TC + 0.3
+    near = temperature_grid(low, high, 4, n_near_tc=2, near_tc_width=0.1 + 4e-10)
+    apart = temperature_grid(low, high, 4, n_near_tc=2, near_tc_width=0.1 + 4e-9)
+    assert len(near) == 4
+    assert len(apart) == 6
+
+
+def test_grid_clips_window_to_range() -> None:
+    grid = temperature_grid(1.0, 2.3, 14, n_near_tc=6, near_tc_width=0.25)
+    assert grid.max() == 2.3
+    window = np.linspace(TC - 0.25, 2.3, 6)
+    for t in window:
+        assert np.min(np.abs(grid - t)) < 1e-12, t
+    outside = temperature_grid(3.0, 3.5, 6, n_near_tc=6)
+    np.testing.assert_array_equal(outside, np.linspace(3.0, 3.5, 6))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"t_min": 0.0}, r"range \[0.0, 3.5\] is invalid"),
+        ({"t_max": 0.5}, r"range \[1.0, 0.5\] is invalid"),
+        ({"t_max": float("inf")}, r"range \[1.0, inf\] is invalid"),
+        ({"n_temperatures": 0}, "n_temperatures 0 is invalid"),
+        ({"n_near_tc": -2}, "n_near_tc -2 is invalid"),
+        ({"near_tc_width": -0.1}, "near_tc_width -0.1 is invalid"),
+        ({"exclude_width": float("nan")}, "exclude_width nan is invalid"),
+        ({"exclude_width": 3.0}, "removes every grid temperature"),
+    ],
+)
+def test_grid_rejects_bad_input(kwargs: dict, message: str) -> None:
+    arguments = {"t_min": 1.0, "t_max": 3.5, "n_temperatures": 26} | kwargs
+    with pytest.raises(ValueError, match=message) as info:
+        temperature_grid(**arguments)
+    assert "\n" not in str(info.value)
+
+
 # Spec
 
 
 def test_spec_grid_and_round_trip() -> None:
     spec = IsingDataSpec()
     grid = spec.temperatures()
-    assert grid.shape == (26,)
+    assert grid.shape == (26 + 6,)
     assert grid[0] == 1.0
     assert grid[-1] == 3.5
-    np.testing.assert_allclose(np.diff(grid), 0.1, atol=1e-12)
+    even = dataclasses.replace(spec, n_near_tc=0).temperatures()
+    np.testing.assert_allclose(np.diff(even), 0.1, atol=1e-12)
+    np.testing.assert_array_equal(grid, temperature_grid(1.0, 3.5, 26, 6, 0.25, 0.0))
     assert IsingDataSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(ValueError, match=r"unknown IsingDataSpec keys \['size'\]"):
         IsingDataSpec.from_dict({**spec.to_dict(), "size": 4})
@@ -165,6 +254,8 @@ def test_fingerprint_stable_and_field_sensitive() -> None:
     assert IsingDataSpec().fingerprint() == fingerprint
     assert IsingDataSpec(seed=1).fingerprint() != fingerprint
     assert IsingDataSpec(t_max=3.6).fingerprint() != fingerprint
+    assert IsingDataSpec(n_near_tc=4).fingerprint() != fingerprint
+    assert IsingDataSpec(exclude_width=0.1).fingerprint() != fingerprint
 
 
 @pytest.mark.parametrize(
@@ -183,8 +274,12 @@ def test_fingerprint_stable_and_field_sensitive() -> None:
                 "t_max": CRITICAL_TEMPERATURE + 1,
                 "n_temperatures": 3,
             },
-            "is Tc",
+            "is Tc.*change t_min, t_max or n_temperatures",
         ),
+        ({"n_near_tc": 3}, "is Tc.*use an even n_near_tc"),
+        ({"n_near_tc": -1}, "n_near_tc -1 is invalid"),
+        ({"near_tc_width": 0.0}, "near_tc_width 0.0 is invalid"),
+        ({"exclude_width": 5.0}, "exclude_width 5.0 removes every grid temperature"),
     ],
 )
 def test_spec_validation(kwargs: dict, message: str) -> None:
@@ -197,20 +292,22 @@ def test_spec_validation(kwargs: dict, message: str) -> None:
 
 def test_dataset_shapes_and_labels(small_dataset: ds.IsingDataset) -> None:
     data = small_dataset
-    assert len(data) == 40
-    assert data.spins.shape == (40, 8, 8)
+    assert len(data) == 60
+    assert data.spins.shape == (60, 8, 8)
     assert data.spins.dtype == np.int8
     expected = {"temperature": np.float64, "label": np.int64}
     expected |= {"energy": np.float64, "magnetisation": np.float64}
     for name, dtype in expected.items():
         array = getattr(data, name)
-        assert array.shape == (40,), name
+        assert array.shape == (60,), name
         assert array.dtype == dtype, name
     np.testing.assert_array_equal(
         data.temperature, np.repeat(SMALL.temperatures(), 10)
     )
     np.testing.assert_array_equal(data.label, data.temperature > CRITICAL_TEMPERATURE)
-    assert len(data.metadata["tau_int"]) == len(data.metadata["interval"]) == 4
+    assert len(data.metadata["tau_int"]) == len(data.metadata["interval"]) == 6
+    assert data.metadata["config"] == SMALL.to_dict()
+    assert set(data.metadata["versions"]) == {"mcising", "numpy", "groklab"}
 
 
 def test_dataset_reproducible_per_seed(small_dataset: ds.IsingDataset) -> None:
@@ -225,13 +322,14 @@ def test_dataset_reproducible_per_seed(small_dataset: ds.IsingDataset) -> None:
 
 def test_default_dataset_physics(default_dataset: ds.IsingDataset) -> None:
     data = default_dataset
-    assert len(data) == 1300
+    assert len(data) == 1600
     assert np.all(np.abs(data.energy) <= 1.0)
     np.testing.assert_allclose(data.energy, energy_per_spin(data.spins), atol=1e-12)
     grid = data.spec.temperatures()
     abs_m = np.abs(data.magnetisation) / 256
     mean_abs_m = [abs_m[data.temperature == t].mean() for t in grid]
-    mean_e = np.array([data.energy[data.temperature == t].mean() for t in grid])
+    even = np.linspace(1.0, 3.5, 26)  # the evenly spaced part of the grid
+    mean_e = np.array([data.energy[data.temperature == t].mean() for t in even])
     assert mean_abs_m[0] > 0.9
     assert mean_abs_m[-1] < 0.3
     # Energy rises with T. Comparing grid points 0.2 apart keeps sampling noise out.
@@ -279,7 +377,7 @@ def test_load_or_build_replaces_corrupt_cache(tmp_path) -> None:
     data, built = load_or_build(SMALL, tmp_path, progress=False)
     assert built == path
     assert load_dataset(path).spec == SMALL
-    assert len(data) == 40
+    assert len(data) == 60
 
 
 def _corrupt(kind: str, valid: bytes, path) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
+
+import numpy as np
 
 from groklab.config import AnalysisConfig, ConfigError, RunConfig, apply_overrides
 
@@ -111,13 +114,56 @@ def _demo_parser(sub) -> None:
     _quiet_option(p)
 
 
+def _out_file_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE",
+                        help="dataset file to write (.npz)")
+    parser.add_argument(
+        "--force", action="store_true", help="replace an existing --out"
+    )
+
+
+def _ising_data_parser(sub) -> None:
+    from groklab.tasks.ising.dataset import IsingDataSpec
+
+    p = sub.add_parser(
+        "ising-data",
+        help="sample an Ising dataset into an .npz file",
+        description="Sample Ising configurations on a temperature grid (evenly spaced, "
+        "plus extra points near Tc) and write them with their labels, energy, "
+        "magnetisation and provenance to an .npz file that train accepts as "
+        "--set ising_data_file=FILE.",
+    )
+    _out_file_options(p)
+    _set_option(p, ", ".join(IsingDataSpec.__dataclass_fields__))
+    _quiet_option(p)
+
+
+def _ising_import_parser(sub) -> None:
+    p = sub.add_parser(
+        "ising-import",
+        help="convert outside Ising data to groklab's .npz",
+        description="Convert an .npz (arrays spins, temperature, optional label) or a "
+        "pickled list of (configuration, phase_label, temperature) tuples into "
+        "groklab's dataset file. Spins must be -1/+1; energy and magnetisation are "
+        "recomputed and inverted labels (1 = ordered) are converted.",
+    )
+    p.add_argument(
+        "source", type=Path, metavar="SRC", help=".npz or pickle file to read"
+    )
+    _out_file_options(p)
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow reading a pickle, which runs code stored in the file; "
+                   "pass it only for files from a source you trust")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="groklab",
         description="Grokking versus steady learning: train, analyse, compare.",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_train_parser, _analyze_parser, _compare_parser, _demo_parser):
+    for add in (_train_parser, _analyze_parser, _compare_parser, _demo_parser,
+                _ising_data_parser, _ising_import_parser):
         add(sub)
     return parser
 
@@ -166,11 +212,64 @@ def _run_demo(args) -> None:
     print(f"report: {report}")
 
 
+def _check_out_file(out: Path, force: bool) -> None:
+    """Raise a ValueError if writing ``out`` would replace a file without --force."""
+    if out.is_dir():
+        raise ValueError(
+            f"--out {out} is a folder: name a file such as {out / 'ising.npz'}"
+        )
+    if out.exists() and not force:
+        raise ValueError(f"--out {out} exists: pass --force to replace it or choose "
+                         "another file")
+
+
+def _print_dataset_summary(dataset, out: Path, seconds: float, verb: str) -> None:
+    from groklab.tasks.ising.dataset import dataset_sha256
+
+    n_disordered = int(dataset.label.sum())
+    temperatures = np.unique(dataset.temperature)
+    lattice = dataset.spins.shape[-1]
+    print(f"dataset: {out}")
+    print(f"samples: {len(dataset)} on {lattice} x {lattice} lattices")
+    print(f"temperatures: {len(temperatures)} from {temperatures[0]:.4g} to "
+          f"{temperatures[-1]:.4g}")
+    print(f"class balance: {len(dataset) - n_disordered} ordered (label 0), "
+          f"{n_disordered} disordered (label 1)")
+    print(f"{verb} seconds: {seconds:.2f}")
+    print(f"SHA-256: {dataset_sha256(out)}")
+
+
+def _run_ising_data(args) -> None:
+    from groklab.tasks.ising.dataset import IsingDataSpec, build_dataset, save_dataset
+
+    spec = apply_overrides(IsingDataSpec, {}, args.overrides)
+    _check_out_file(args.out, args.force)
+    start = time.perf_counter()
+    dataset = build_dataset(spec, progress=not args.quiet)
+    seconds = time.perf_counter() - start
+    save_dataset(dataset, args.out)
+    _print_dataset_summary(dataset, args.out, seconds, "build")
+
+
+def _run_ising_import(args) -> None:
+    from groklab.tasks.ising.dataset import save_dataset
+    from groklab.tasks.ising.importer import import_dataset
+
+    _check_out_file(args.out, args.force)
+    start = time.perf_counter()
+    dataset = import_dataset(args.source, trust_pickle=args.trust_pickle)
+    seconds = time.perf_counter() - start
+    save_dataset(dataset, args.out)
+    _print_dataset_summary(dataset, args.out, seconds, "import")
+
+
 COMMANDS = {
     "train": _run_train,
     "analyze": _run_analyze,
     "compare": _run_compare,
     "demo": _run_demo,
+    "ising-data": _run_ising_data,
+    "ising-import": _run_ising_import,
 }
 
 

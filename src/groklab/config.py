@@ -10,6 +10,7 @@ import dataclasses
 import math
 import types
 import typing
+from pathlib import Path
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -93,12 +94,22 @@ class RunConfig:
     """Highest sampled temperature."""
     ising_n_temperatures: int = 26
     """Number of evenly spaced temperatures, inclusive of both ends."""
+    ising_n_near_tc: int = 6
+    """Extra evenly spaced temperatures within ising_near_tc_width of Tc (even: an odd
+    count puts one at Tc, which has no phase label)."""
+    ising_near_tc_width: float = 0.25
+    """Half-width of the window of extra temperatures around Tc."""
+    ising_exclude_width: float = 0.0
+    """Drop grid temperatures with |T - Tc| below this; 0 keeps them all."""
     ising_samples_per_temperature: int = 50
     """Monte Carlo samples stored per temperature."""
     ising_train: int = 300
     """Ising training samples, drawn at random from the dataset."""
     ising_test: int = 1000
     """Ising test samples, disjoint from the training samples."""
+    ising_data_file: str | None = None
+    """Train on this groklab ``.npz`` (from ``ising-data`` or ``ising-import``) instead
+    of sampling; the grid and sampling fields above are then unused."""
     checkpoint_dense_until: int | None = None
     """Save a checkpoint at every epoch up to this one (task default)."""
     checkpoint_every: int | None = None
@@ -133,11 +144,6 @@ class RunConfig:
         for name in ("seed", "data_seed"):
             value = getattr(self, name)
             _require(0 <= value < 2**63, name, value, "use an integer in [0, 2**63)")
-        n_samples = self.ising_n_temperatures * self.ising_samples_per_temperature
-        _require(self.ising_train + self.ising_test <= n_samples, "ising_train",
-                 self.ising_train, f"ising_train + ising_test ({self.ising_test}) must "
-                 f"not exceed the {n_samples} sampled configurations; raise "
-                 "ising_samples_per_temperature")
         _require(self.batch_size >= 1, "batch_size", self.batch_size,
                  "use an integer >= 1")
         _require(self.hidden >= 1, "hidden", self.hidden, "use an integer >= 1")
@@ -162,6 +168,44 @@ class RunConfig:
                  self.checkpoint_log_points, "use an integer >= 0")
         _require(self.checkpoint_every >= 1, "checkpoint_every",
                  self.checkpoint_every, "use an integer >= 1")
+        self._validate_ising_grid()
+
+    def _validate_ising_grid(self) -> None:
+        """Check the grid fields and that the split fits the sampled configurations."""
+        _require(self.ising_n_near_tc >= 0, "ising_n_near_tc", self.ising_n_near_tc,
+                 "use an even integer >= 0")
+        _require(0 < self.ising_near_tc_width < math.inf, "ising_near_tc_width",
+                 self.ising_near_tc_width, "use a finite value > 0")
+        _require(0 <= self.ising_exclude_width < math.inf, "ising_exclude_width",
+                 self.ising_exclude_width, "use a finite value >= 0")
+        _require(self.ising_data_file is None or self.ising_data_file.strip() != "",
+                 "ising_data_file", self.ising_data_file,
+                 "name a .npz file from groklab ising-data or ising-import, "
+                 "or use none")
+        if self.ising_data_file is not None:
+            # Stored absolute so that analysis finds the file from any folder.
+            self.ising_data_file = str(Path(self.ising_data_file).expanduser().resolve())
+        if self.ising_data_file is None:
+            # A data file is checked when it is loaded, against its sample count.
+            n_samples = self._ising_grid_size() * self.ising_samples_per_temperature
+            check_ising_split(self, n_samples)
+
+    def _ising_grid_size(self) -> int:
+        """Return the number of Ising grid temperatures, or raise a ConfigError."""
+        from groklab.tasks.ising.grid import temperature_grid
+
+        try:
+            grid = temperature_grid(
+                self.ising_t_min,
+                self.ising_t_max,
+                self.ising_n_temperatures,
+                self.ising_n_near_tc,
+                self.ising_near_tc_width,
+                self.ising_exclude_width,
+            )
+        except ValueError as err:
+            raise ConfigError(f"invalid Ising grid (ising_ settings): {err}") from None
+        return len(grid)
 
     @property
     def name(self) -> str:
@@ -246,6 +290,18 @@ class AnalysisConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AnalysisConfig:
         return _from_dict(cls, data)
+
+
+def check_ising_split(config: RunConfig, n_samples: int) -> None:
+    """Raise a ConfigError unless ising_train + ising_test fit in ``n_samples``."""
+    fix = (
+        "raise ising_samples_per_temperature"
+        if config.ising_data_file is None
+        else "lower ising_train or ising_test"
+    )
+    _require(config.ising_train + config.ising_test <= n_samples, "ising_train",
+             config.ising_train, f"ising_train + ising_test ({config.ising_test}) must "
+             f"not exceed the {n_samples} sampled configurations; {fix}")
 
 
 def apply_overrides(config_cls: type, base: dict[str, Any], pairs: list[str]) -> Any:

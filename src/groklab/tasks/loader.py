@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from groklab.config import RunConfig, Task
+from groklab.config import ConfigError, RunConfig, Task, check_ising_split
 from groklab.tasks.modadd import split_table
 
 
@@ -25,6 +25,10 @@ class TaskData:
     """Ising only: ``energy`` (per spin), ``abs_magnetisation`` (per spin), ``temperature``."""
     provenance: dict[str, Any] = field(default_factory=dict)
     """Where the data came from: dataset file, its SHA-256, sampler versions."""
+    dataset: Any = None
+    """Ising only: the whole IsingDataset the split was drawn from."""
+    split: tuple[np.ndarray, np.ndarray] | None = None
+    """Ising only: (train, test) sample indices into ``dataset``."""
 
 
 def default_cache_dir() -> Path:
@@ -62,6 +66,9 @@ def ising_spec(config: RunConfig):
         t_min=config.ising_t_min,
         t_max=config.ising_t_max,
         n_temperatures=config.ising_n_temperatures,
+        n_near_tc=config.ising_n_near_tc,
+        near_tc_width=config.ising_near_tc_width,
+        exclude_width=config.ising_exclude_width,
         samples_per_temperature=config.ising_samples_per_temperature,
         seed=config.data_seed,
     )
@@ -84,9 +91,9 @@ def content_sha256(dataset) -> str:
 
 
 def _load_ising(config: RunConfig, cache_dir: Path, progress: bool) -> TaskData:
-    from groklab.tasks.ising.dataset import dataset_sha256, load_or_build, split_indices
+    from groklab.tasks.ising.dataset import dataset_sha256, split_indices
 
-    dataset, path = load_or_build(ising_spec(config), cache_dir, progress=progress)
+    dataset, path = _ising_dataset(config, cache_dir, progress)
     train, test = split_indices(
         len(dataset.label), config.ising_train, config.ising_test, config.data_seed
     )
@@ -105,7 +112,38 @@ def _load_ising(config: RunConfig, cache_dir: Path, progress: bool) -> TaskData:
         "dataset_metadata": {
             k: v for k, v in dataset.metadata.items() if not isinstance(v, (list, dict))
         },
+        "dataset_versions": dataset.metadata.get("versions", {}),
     }
+    if "source" in dataset.metadata:
+        provenance["dataset_source"] = dataset.metadata["source"]
     return TaskData(
-        spins[train], labels[train], spins[test], labels[test], observables, provenance
+        spins[train], labels[train], spins[test], labels[test], observables, provenance,
+        dataset=dataset, split=(train, test),
     )
+
+
+def _ising_dataset(config: RunConfig, cache_dir: Path, progress: bool):
+    """Return (dataset, file): ``config.ising_data_file`` if set, else the cached build.
+
+    A data file must have the config's lattice and enough samples for the split.
+    """
+    from groklab.tasks.ising.dataset import load_dataset, load_or_build
+
+    if config.ising_data_file is None:
+        return load_or_build(ising_spec(config), cache_dir, progress=progress)
+    path = Path(config.ising_data_file)
+    if not path.is_file():
+        raise ConfigError(
+            f"invalid ising_data_file {str(path)!r}: file not found; write one with "
+            "groklab ising-data or ising-import"
+        )
+    dataset = load_dataset(path)
+    lattice = dataset.spins.shape[-1]
+    if lattice != config.ising_lattice:
+        raise ConfigError(
+            f"invalid ising_data_file {str(path)!r}: its lattice is "
+            f"{lattice} x {lattice} but ising_lattice is {config.ising_lattice}; "
+            f"set ising_lattice={lattice}"
+        )
+    check_ising_split(config, len(dataset))
+    return dataset, path

@@ -1,8 +1,10 @@
 """The Ising phase-classification dataset: a temperature grid, sampled and cached.
 
-A dataset is fully determined by an ``IsingDataSpec``. Its fingerprint names
-the cache file, so changing any field, the sampler settings or the mcising
-version builds a fresh file instead of reusing a stale one.
+A generated dataset is fully determined by an ``IsingDataSpec``. Its
+fingerprint names the cache file, so changing any field, the sampler settings
+or the mcising version builds a fresh file instead of reusing a stale one.
+Imported datasets (see ``importer``) have no spec and record their source in
+the metadata instead. Both kinds share one ``.npz`` layout and one loader.
 """
 
 from __future__ import annotations
@@ -23,14 +25,15 @@ from numpy.typing import NDArray
 from tqdm import tqdm
 
 from groklab.tasks.ising import sampling
-from groklab.tasks.ising.observables import (
-    CRITICAL_TEMPERATURE,
-    CRITICAL_TOLERANCE,
-    phase_label,
-)
+from groklab.tasks.ising.grid import temperature_grid
+from groklab.tasks.ising.observables import energy_per_spin, magnetisation, phase_label
 
-FORMAT_VERSION = 1
-"""Version of the cache file layout, part of the fingerprint."""
+FORMAT_VERSION = 2
+"""Version of the file layout, part of the fingerprint. Version 2 stores the spec
+under ``config`` (generated data) or the origin under ``source`` (imported data)."""
+
+ENERGY_TOLERANCE = 1e-9
+"""Largest accepted gap between a stored energy per spin and one recomputed."""
 
 ARRAY_DTYPES: dict[str, type] = {
     "spins": np.int8,
@@ -54,6 +57,14 @@ class IsingDataSpec:
     """Highest temperature of the grid, included."""
     n_temperatures: int = 26
     """Number of evenly spaced grid temperatures, both ends included."""
+    n_near_tc: int = 6
+    """Extra evenly spaced temperatures on [Tc - near_tc_width, Tc + near_tc_width].
+
+    An odd count puts one of them at Tc, which is rejected unless excluded."""
+    near_tc_width: float = 0.25
+    """Half-width of the window of extra temperatures around Tc, clipped to the range."""
+    exclude_width: float = 0.0
+    """Grid temperatures with |T - Tc| below this are dropped; 0 keeps every point."""
     samples_per_temperature: int = 50
     """Stored configurations per grid temperature."""
     seed: int = 0
@@ -65,7 +76,7 @@ class IsingDataSpec:
 
     def __post_init__(self) -> None:
         self._check_sizes()
-        self._check_grid()
+        self.temperatures()  # raises a ValueError for an invalid or empty grid
         sampling.parse_algorithm(self.algorithm)
 
     def _check_sizes(self) -> None:
@@ -83,24 +94,16 @@ class IsingDataSpec:
         if self.seed < 0:
             raise ValueError(f"seed {self.seed} is invalid; use an integer >= 0")
 
-    def _check_grid(self) -> None:
-        """Raise a one-line ValueError for a bad range or a grid point at Tc."""
-        if not 0 < self.t_min < self.t_max < float("inf"):
-            raise ValueError(
-                f"temperature range [{self.t_min}, {self.t_max}] is invalid; "
-                "use 0 < t_min < t_max < inf"
-            )
-        near = np.abs(self.temperatures() - CRITICAL_TEMPERATURE) < CRITICAL_TOLERANCE
-        if near.any():
-            value = self.temperatures()[near][0].item()
-            raise ValueError(
-                f"grid temperature {value!r} is Tc, which has no phase label; "
-                "change t_min, t_max or n_temperatures"
-            )
-
     def temperatures(self) -> NDArray[np.float64]:
-        """Return the grid, shape (n_temperatures,), ascending."""
-        return np.linspace(self.t_min, self.t_max, self.n_temperatures)
+        """Return the ``grid.temperature_grid`` of the spec, shape (n_points,)."""
+        return temperature_grid(
+            self.t_min,
+            self.t_max,
+            self.n_temperatures,
+            self.n_near_tc,
+            self.near_tc_width,
+            self.exclude_width,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as a JSON-ready dict."""
@@ -138,9 +141,12 @@ class IsingDataset:
     label: NDArray[np.int64]  # sample, 0 ordered (T < Tc) or 1 disordered
     energy: NDArray[np.float64]  # sample, per spin in [-1, 1]
     magnetisation: NDArray[np.float64]  # sample, total (sum of spins)
-    spec: IsingDataSpec
+    spec: IsingDataSpec | None
+    """Spec that generated the samples; None for imported data."""
     metadata: dict[str, Any] = field(default_factory=dict)
-    """Versions, per-temperature tau_int, interval and is_thermalized, build time."""
+    """JSON-ready provenance. Generated data: ``config`` (the spec), versions and,
+    per temperature, tau_int, interval and is_thermalized, plus the build time.
+    Imported data: ``source`` and versions."""
 
     def __len__(self) -> int:
         return len(self.label)
@@ -165,7 +171,7 @@ def temperature_seed(spec: IsingDataSpec, index: int) -> int:
 def build_dataset(spec: IsingDataSpec, *, progress: bool = True) -> IsingDataset:
     """Sample every grid temperature of ``spec`` and return the labelled dataset."""
     start = time.perf_counter()
-    grid = spec.temperatures()
+    grid = spec.temperatures()  # temperature
     bar = tqdm(grid, desc="Ising temperatures", disable=None if progress else True)
     parts = [
         sampling.sample_temperature(
@@ -195,10 +201,10 @@ def _metadata(
 ) -> dict[str, Any]:
     """Return the JSON-ready provenance record of a build."""
     return {
-        "spec": spec.to_dict(),
+        "format": FORMAT_VERSION,
+        "config": spec.to_dict(),
         "fingerprint": spec.fingerprint(),
-        "mcising_version": version("mcising"),
-        "numpy_version": np.__version__,
+        "versions": library_versions(),
         "sampler": _sampler_settings(),
         "tau_int": [p.tau_int for p in parts],
         "interval": [p.interval for p in parts],
@@ -207,11 +213,31 @@ def _metadata(
     }
 
 
+def library_versions() -> dict[str, str]:
+    """Return the versions of the libraries that shape a dataset file."""
+    return {
+        "mcising": version("mcising"),
+        "numpy": np.__version__,
+        "groklab": version("groklab"),
+    }
+
+
 def save_dataset(dataset: IsingDataset, path: str | Path) -> None:
-    """Write ``dataset`` to ``path`` (.npz) atomically: temporary file, then rename."""
+    """Write ``dataset`` to ``path`` (.npz) atomically: temporary file, then rename.
+
+    An existing file at ``path`` is replaced, so callers that must not overwrite
+    check first. Raises ValueError for imported data without a ``source`` record.
+    """
     path = Path(path)
     arrays = {name: getattr(dataset, name) for name in ARRAY_DTYPES}
-    metadata = dict(dataset.metadata, spec=dataset.spec.to_dict())
+    metadata = dict(dataset.metadata)
+    if dataset.spec is not None:
+        metadata["config"] = dataset.spec.to_dict()
+    elif "source" not in metadata:
+        raise ValueError(
+            "dataset has neither a spec nor a 'source' record in its metadata; "
+            "build it with build_dataset or import_dataset"
+        )
     text = np.array(json.dumps(metadata))  # 0-d unicode array, loads without pickle
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
@@ -226,7 +252,8 @@ def save_dataset(dataset: IsingDataset, path: str | Path) -> None:
 def load_dataset(path: str | Path) -> IsingDataset:
     """Read a file written by ``save_dataset``, checking keys, shapes and values.
 
-    A missing, truncated or otherwise invalid file raises a one-line ValueError.
+    Generated files must also match their spec's temperature grid. A missing,
+    truncated or otherwise invalid file raises a one-line ValueError.
     """
     path = Path(path)
     try:
@@ -238,7 +265,8 @@ def load_dataset(path: str | Path) -> IsingDataset:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(
             f"Ising dataset {path} is missing or invalid ({reason}); "
-            "delete it to rebuild"
+            "delete it to rebuild, or re-create it with groklab ising-data or "
+            "ising-import"
         ) from error
 
 
@@ -248,27 +276,56 @@ def _dataset_from_arrays(contents: dict[str, np.ndarray]) -> IsingDataset:
     if set(contents) != expected:
         raise ValueError(f"keys {sorted(contents)} differ from {sorted(expected)}")
     metadata = json.loads(contents["metadata"].item())
-    spec = IsingDataSpec.from_dict(metadata["spec"])
+    if not isinstance(metadata, dict):
+        raise ValueError("metadata is not a JSON object")
     arrays = {name: contents[name] for name in ARRAY_DTYPES}
-    _check_arrays(arrays, spec)
+    check_arrays(arrays)
+    if "config" in metadata:
+        spec = IsingDataSpec.from_dict(metadata["config"])
+        _check_against_spec(arrays, spec)
+    elif isinstance(metadata.get("source"), dict):
+        spec = None
+    else:
+        raise ValueError("metadata has neither a 'config' nor a 'source' record")
     return IsingDataset(**arrays, spec=spec, metadata=metadata)
 
 
-def _check_arrays(arrays: dict[str, np.ndarray], spec: IsingDataSpec) -> None:
-    """Raise ValueError unless dtypes, shapes, spins and labels match ``spec``."""
-    n = spec.n_temperatures * spec.samples_per_temperature
+def check_arrays(arrays: dict[str, np.ndarray]) -> None:
+    """Raise ValueError unless the arrays form a consistent, labelled dataset.
+
+    Checks dtypes, shapes (sample L L for spins, sample for the rest), spins in
+    {-1, +1}, labels equal to the phase of each temperature, magnetisation equal
+    to the sum of spins and energy within ``ENERGY_TOLERANCE`` of a recomputation.
+    """
+    spins = arrays["spins"]
+    if spins.ndim != 3 or spins.shape[1] != spins.shape[2] or spins.shape[1] < 2:
+        raise ValueError(f"spins have shape {spins.shape}, not (samples, L, L), L >= 2")
+    if len(spins) == 0:
+        raise ValueError("the dataset has no samples")
     for name, dtype in ARRAY_DTYPES.items():
-        shape = (n, spec.lattice, spec.lattice) if name == "spins" else (n,)
+        shape = spins.shape if name == "spins" else spins.shape[:1]
         array = arrays[name]
         if array.dtype != dtype or array.shape != shape:
             raise ValueError(f"{name} is {array.dtype}{array.shape}, not {shape}")
-    if not np.all(np.abs(arrays["spins"]) == 1):
+    if not np.all(np.abs(spins) == 1):
         raise ValueError("spins contain values other than -1 and +1")
-    grid = np.repeat(spec.temperatures(), spec.samples_per_temperature)
-    if not np.array_equal(arrays["temperature"], grid):
-        raise ValueError("temperatures differ from the spec's grid")
     if not np.array_equal(arrays["label"], phase_label(arrays["temperature"])):
         raise ValueError("labels disagree with the temperatures")
+    if not np.array_equal(arrays["magnetisation"], magnetisation(spins)):
+        raise ValueError("magnetisation differs from the sum of the spins")
+    gap = np.abs(arrays["energy"] - energy_per_spin(spins)).max()
+    if not gap <= ENERGY_TOLERANCE:
+        raise ValueError(f"energy differs from the spins' energy per spin by {gap:.3g}")
+
+
+def _check_against_spec(arrays: dict[str, np.ndarray], spec: IsingDataSpec) -> None:
+    """Raise ValueError unless lattice, sample count and temperatures match ``spec``."""
+    grid = np.repeat(spec.temperatures(), spec.samples_per_temperature)  # sample
+    shape = (len(grid), spec.lattice, spec.lattice)
+    if arrays["spins"].shape != shape:
+        raise ValueError(f"spins have shape {arrays['spins'].shape}, not {shape}")
+    if not np.array_equal(arrays["temperature"], grid):
+        raise ValueError("temperatures differ from the spec's grid")
 
 
 def dataset_sha256(path: str | Path) -> str:
