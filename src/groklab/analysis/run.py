@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from groklab.analysis.features import fourier_features, ising_features
 from groklab.analysis.fisher import fisher_diagonal
+from groklab.analysis.ising_data import dataset_diagnostics
 from groklab.analysis.geometry import summary_statistics, trajectory_measures
 from groklab.analysis.pruning import (
     compression_factor,
@@ -78,6 +79,8 @@ def analyze_run(
     for name, step in bar:
         result[name] = step()
     result = _json_safe(result)
+    if data.dataset is not None:
+        result["dataset"] = _json_safe(dataset_diagnostics(data.dataset, *data.split))
     write_json(run.path / ANALYSIS_FILE, result)
     from groklab.report.figures import write_run_figures
 

@@ -43,6 +43,7 @@ def pair_runs(run_dirs: list[Path]) -> dict[str, dict[str, Path]]:
 SHARED_FIELDS = (
     "data_seed", "hidden", "p", "train_fraction", "ising_lattice", "ising_t_min",
     "ising_t_max", "ising_n_temperatures", "ising_samples_per_temperature",
+    "ising_n_near_tc", "ising_near_tc_width", "ising_exclude_width", "ising_data_file",
     "ising_train", "ising_test",
 )
 

@@ -276,6 +276,63 @@ def plot_features_over_time(views: list[RunView]) -> Figure:
     return fig
 
 
+def plot_ising_diagnostics(diagnostics: dict[str, Any]) -> Figure:
+    """Plot sampled energy and |m| against T with exact curves, class balance, examples."""
+    rows = diagnostics["per_temperature"]
+    t = np.array([r["temperature"] for r in rows])
+    curve = diagnostics["exact_curve"]
+    lattice = diagnostics["lattice"]
+    with plt.rc_context(STYLE):
+        fig = plt.figure(figsize=(13, 6.6))
+        grid = fig.add_gridspec(2, 6, height_ratios=[1.2, 1])
+        energy_ax = fig.add_subplot(grid[0, 0:2])
+        energy_ax.plot(curve["temperature"], curve["energy"], color="black", linewidth=1,
+                       label=f"exact, {lattice} x {lattice} torus (Kaufman)")
+        energy_ax.errorbar(t, [r["mean_energy"] for r in rows],
+                           yerr=[2 * (r["se_energy"] or 0) for r in rows], fmt="o",
+                           markersize=3, color=COLORS["steady"], label="sampled, +-2 SE")
+        energy_ax.set_ylabel("energy per spin e = H / 2N")
+        magnet_ax = fig.add_subplot(grid[0, 2:4])
+        magnet_ax.plot(curve["temperature"], curve["spontaneous_magnetisation"],
+                       color="black", linewidth=1, label="Yang, infinite lattice")
+        magnet_ax.errorbar(t, [r["mean_abs_m"] for r in rows],
+                           yerr=[2 * (r["se_abs_m"] or 0) for r in rows], fmt="o",
+                           markersize=3, color=COLORS["grok"], label="sampled |m|, +-2 SE")
+        magnet_ax.set_ylabel("|magnetisation| per spin")
+        for ax in (energy_ax, magnet_ax):
+            ax.axvline(diagnostics["critical_temperature"], color="grey", linestyle=":",
+                       label="Tc")
+            ax.set_xlabel("temperature T (J / k_B)")
+            ax.legend(loc="best")
+        _plot_class_balance(fig.add_subplot(grid[0, 4:6]), diagnostics["class_balance"])
+        examples = diagnostics["examples"]["ordered"] + diagnostics["examples"]["disordered"]
+        for i, example in enumerate(examples[:6]):
+            ax = fig.add_subplot(grid[1, i])
+            ax.imshow(np.array(example["spins"]), cmap="gray", vmin=-1, vmax=1)
+            phase = "ordered" if example["temperature"] < diagnostics[
+                "critical_temperature"] else "disordered"
+            ax.set_title(f"T = {example['temperature']:.2f} ({phase})")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+        fig.tight_layout()
+    return fig
+
+
+def _plot_class_balance(ax, balance: dict[str, dict[str, int]]) -> None:
+    splits = list(balance)
+    x = np.arange(len(splits))
+    for offset, phase, color in ((-0.2, "ordered", COLORS["steady"]),
+                                 (0.2, "disordered", COLORS["grok"])):
+        ax.bar(x + offset, [balance[s][phase] for s in splits], 0.4, color=color,
+               label=f"{phase} (T {'<' if phase == 'ordered' else '>'} Tc)")
+    ax.set_xticks(x, splits)
+    ax.set_xlabel("split")
+    ax.set_ylabel("number of samples")
+    ax.set_title("class balance")
+    ax.legend(loc="best")
+
+
 def task_figures(views: list[RunView]) -> dict[str, Figure]:
     """Return every figure for one task, keyed by a file-name stem."""
     task = views[0].analysis["task"]
@@ -291,6 +348,8 @@ def task_figures(views: list[RunView]) -> dict[str, Figure]:
         "geometry_sloppy": plot_geometry(views, "sloppy"),
         "geometry_stiff": plot_geometry(views, "stiff"),
     }
+    if "dataset" in views[0].analysis:
+        figures["dataset"] = plot_ising_diagnostics(views[0].analysis["dataset"])
     return figures
 
 

@@ -24,6 +24,10 @@ CAPTIONS = {
     "geometry_sloppy": "The same for sloppy parameters (final Fisher diagonal below the "
     "threshold).",
     "geometry_stiff": "The same for stiff parameters.",
+    "dataset": "The Ising data: sampled mean energy and |magnetisation| per spin at "
+    "each temperature (error bars: two standard errors) against the exact energy of the "
+    "finite periodic lattice and Yang's infinite-lattice magnetisation; class balance "
+    "of the splits; one example configuration per temperature shown (black -1, white +1).",
 }
 
 ROWS = [
