@@ -94,9 +94,14 @@ class RunConfig:
     """Highest sampled temperature."""
     ising_n_temperatures: int = 26
     """Number of evenly spaced temperatures, inclusive of both ends."""
-    ising_n_near_tc: int = 6
+    ising_n_near_tc: int = 0
     """Extra evenly spaced temperatures within ising_near_tc_width of Tc (even: an odd
-    count puts one at Tc, which has no phase label)."""
+    count puts one at Tc, which has no phase label).
+
+    Training defaults to 0, the evenly spaced grid that the grokking and steady
+    regimes were calibrated on; ``groklab ising-data`` defaults to 6, which
+    makes the phases harder to separate (see README).
+    """
     ising_near_tc_width: float = 0.25
     """Half-width of the window of extra temperatures around Tc."""
     ising_exclude_width: float = 0.0

@@ -320,7 +320,7 @@ def plot_ising_diagnostics(diagnostics: dict[str, Any]) -> Figure:
 
 
 def _plot_class_balance(ax, balance: dict[str, dict[str, int]]) -> None:
-    splits = list(balance)
+    splits = [s for s in ("all", "train", "test") if s in balance]
     x = np.arange(len(splits))
     for offset, phase, color in ((-0.2, "ordered", COLORS["steady"]),
                                  (0.2, "disordered", COLORS["grok"])):
