@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/ising_data.json"),
                         help="JSON output (benchmarks/ising_data.json)")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats {args.repeats} is invalid: use an integer >= 1")
 
     spec = IsingDataSpec()
     n_samples = len(spec.temperatures()) * spec.samples_per_temperature

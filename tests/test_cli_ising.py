@@ -58,7 +58,7 @@ def test_ising_data_writes_loadable_file(tmp_path: Path, capsys) -> None:
     assert "temperatures: 6 from 1 to 3.5" in printed
     assert "class balance: 15 ordered (label 0), 15 disordered (label 1)" in printed
     assert "build seconds: " in printed
-    assert f"SHA-256: {sha256(out)}" in printed
+    assert f"SHA-256 of the file: {sha256(out)}" in printed
 
 
 def test_ising_data_keeps_existing_file(tmp_path: Path, capsys) -> None:
@@ -114,7 +114,7 @@ def test_ising_import_converts(tmp_path: Path, capsys, kind: str) -> None:
     assert dataset.metadata["source"]["sha256"] == sha256(source)
     assert dataset.metadata["source"]["format"] == kind
     assert "class balance: 30 ordered (label 0), 30 disordered (label 1)" in printed
-    assert f"SHA-256: {sha256(out)}" in printed
+    assert f"SHA-256 of the file: {sha256(out)}" in printed
 
 
 def test_ising_import_pickle_needs_trust(tmp_path: Path, capsys) -> None:
@@ -219,3 +219,25 @@ def test_train_rejects_odd_near_tc_count(tmp_path, capsys) -> None:
     code = main([*TINY_TRAIN, "--out", str(tmp_path / "run"),
                  "--set", "ising_n_near_tc=3"])
     assert_one_line_error(capsys, code, "use an even n_near_tc")
+
+
+def test_ising_data_missing_folder(tmp_path, capsys):
+    out = tmp_path / "nodir" / "x.npz"
+    code = main(["ising-data", "--out", str(out), "--quiet", *TINY_SPEC])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "nodir of --out not found" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_train_rejects_raw_data_file(tmp_path, capsys):
+    raw = tmp_path / "raw.npz"
+    np.savez(raw, spins=np.ones((4, 8, 8), dtype=np.int8), temperature=np.full(4, 1.5))
+    code = main(["train", "--task", "ising", "--regime", "steady", "--epochs", "1",
+                 "--out", str(tmp_path / "r"), "--quiet", "--set", "ising_lattice=8",
+                 "--set", f"ising_data_file={raw}", "--set", "ising_train=2",
+                 "--set", "ising_test=2"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "convert outside data with groklab ising-import" in err
+    assert "delete it" not in err

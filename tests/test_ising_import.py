@@ -221,3 +221,14 @@ def test_unknown_format_rejected(tmp_path: Path) -> None:
     source.write_text("1,-1\n-1,1\n")
     with pytest.raises(ValueError, match="neither an .npz archive nor a pickle"):
         import_dataset(source, trust_pickle=True)
+
+
+def test_complex_values_rejected(tmp_path: Path) -> None:
+    spins = random_spins()
+    temperatures = np.linspace(1.0, 3.5, len(spins))
+    complex_t = write_npz(tmp_path / "t.npz", spins=spins, temperature=temperatures + 5j)
+    with pytest.raises(ValueError, match="temperature has dtype complex128; use real"):
+        import_dataset(complex_t)
+    complex_s = write_npz(tmp_path / "s.npz", spins=spins * 1j, temperature=temperatures)
+    with pytest.raises(ValueError, match="spins have dtype complex128; use real"):
+        import_dataset(complex_s)

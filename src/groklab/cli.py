@@ -221,10 +221,13 @@ def _check_out_file(out: Path, force: bool) -> None:
     if out.exists() and not force:
         raise ValueError(f"--out {out} exists: pass --force to replace it or choose "
                          "another file")
+    if not out.parent.is_dir():
+        raise ValueError(f"folder {out.parent} of --out not found: create it first")
 
 
 def _print_dataset_summary(dataset, out: Path, seconds: float, verb: str) -> None:
     from groklab.tasks.ising.dataset import dataset_sha256
+    from groklab.tasks.loader import content_sha256
 
     n_disordered = int(dataset.label.sum())
     temperatures = np.unique(dataset.temperature)
@@ -235,8 +238,13 @@ def _print_dataset_summary(dataset, out: Path, seconds: float, verb: str) -> Non
           f"{temperatures[-1]:.4g}")
     print(f"class balance: {len(dataset) - n_disordered} ordered (label 0), "
           f"{n_disordered} disordered (label 1)")
+    if "source" in dataset.metadata:
+        convention = dataset.metadata["source"].get("label_convention")
+        if convention == "inverted":
+            print("labels: inverted in the source (1 = ordered), converted to 0 = ordered")
     print(f"{verb} seconds: {seconds:.2f}")
-    print(f"SHA-256: {dataset_sha256(out)}")
+    print(f"SHA-256 of the file: {dataset_sha256(out)}")
+    print(f"SHA-256 of the arrays (same for the same samples): {content_sha256(dataset)}")
 
 
 def _run_ising_data(args) -> None:

@@ -157,8 +157,8 @@ def plot_feature_correlations(views: list[RunView]) -> Figure:
                 ax.set_xlabel("layer")
                 ax.set_ylabel(stat_label)
                 ax.set_title(target_label)
-                # A probe can score far below 0 on held-out data; clip the axis so
-                # such a bar does not flatten the others (the value is in the JSON).
+                # A probe can score far below 0 on held-out data. Clip the axis so
+                # that such a bar does not flatten the others; the JSON has the value.
                 ax.set_ylim(max(-0.5, min(0, ax.get_ylim()[0])), 1.05)
                 ax.legend(loc="lower right")
         fig.tight_layout()
@@ -291,7 +291,7 @@ def plot_ising_diagnostics(diagnostics: dict[str, Any]) -> Figure:
         energy_ax.errorbar(t, [r["mean_energy"] for r in rows],
                            yerr=[2 * (r["se_energy"] or 0) for r in rows], fmt="o",
                            markersize=3, color=COLORS["steady"], label="sampled, +-2 SE")
-        energy_ax.set_ylabel("energy per spin e = H / 2N")
+        energy_ax.set_ylabel("energy per spin e = H / 2N (J)")
         magnet_ax = fig.add_subplot(grid[0, 2:4])
         magnet_ax.plot(curve["temperature"], curve["spontaneous_magnetisation"],
                        color="black", linewidth=1, label="Yang, infinite lattice")
@@ -312,6 +312,7 @@ def plot_ising_diagnostics(diagnostics: dict[str, Any]) -> Figure:
             phase = "ordered" if example["temperature"] < diagnostics[
                 "critical_temperature"] else "disordered"
             ax.set_title(f"T = {example['temperature']:.2f} ({phase})")
+            ax.set_xlabel("black -1, white +1")
             ax.set_xticks([])
             ax.set_yticks([])
             ax.grid(False)
@@ -329,6 +330,7 @@ def _plot_class_balance(ax, balance: dict[str, dict[str, int]]) -> None:
     ax.set_xticks(x, splits)
     ax.set_xlabel("split")
     ax.set_ylabel("number of samples")
+    ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_title("class balance")
     ax.legend(loc="best")
 

@@ -97,6 +97,11 @@ def _load_ising(config: RunConfig, cache_dir: Path, progress: bool) -> TaskData:
     train, test = split_indices(
         len(dataset.label), config.ising_train, config.ising_test, config.data_seed
     )
+    if len(np.unique(dataset.label[train])) < 2:
+        raise ConfigError(
+            f"the Ising training split ({len(train)} samples) contains one phase only: "
+            "use data with temperatures on both sides of Tc or raise ising_train"
+        )
     spins = torch.from_numpy(dataset.spins.astype(np.float32)).unsqueeze(1)
     labels = torch.from_numpy(dataset.label.astype(np.int64))
     n_sites = config.ising_lattice**2
@@ -137,7 +142,16 @@ def _ising_dataset(config: RunConfig, cache_dir: Path, progress: bool):
             f"invalid ising_data_file {str(path)!r}: file not found; write one with "
             "groklab ising-data or ising-import"
         )
-    dataset = load_dataset(path)
+    try:
+        dataset = load_dataset(path)
+    except ValueError as err:
+        # load_dataset's advice to delete and rebuild suits the cache only; a data
+        # file is the user's own and cannot be rebuilt.
+        raise ConfigError(
+            f"invalid ising_data_file {str(path)!r}: it is not a valid groklab dataset "
+            f"({str(err).split(';')[0]}); convert outside data with groklab ising-import "
+            "or restore the file"
+        ) from None
     lattice = dataset.spins.shape[-1]
     if lattice != config.ising_lattice:
         raise ConfigError(

@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 from tqdm import tqdm
 
 from groklab.tasks.ising import sampling
+from groklab.training.runfolder import FILE_MODE
 from groklab.tasks.ising.grid import temperature_grid
 from groklab.tasks.ising.observables import energy_per_spin, magnetisation, phase_label
 
@@ -243,6 +244,7 @@ def save_dataset(dataset: IsingDataset, path: str | Path) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             np.savez_compressed(handle, metadata=text, **arrays)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

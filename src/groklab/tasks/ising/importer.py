@@ -177,6 +177,8 @@ def _vector(array: NDArray[Any], name: str, n: int) -> NDArray[Any]:
         raise ValueError(f"{name} has shape {array.shape}; use ({n},), one per sample")
     if not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
         raise ValueError(f"{name} has dtype {array.dtype}; use numbers")
+    if np.iscomplexobj(array):
+        raise ValueError(f"{name} has dtype {array.dtype}; use real numbers")
     return array
 
 
@@ -296,6 +298,8 @@ def _check_spin_values(spins: NDArray[Any]) -> None:
     """Raise a ValueError naming the first sample with a spin other than -1 or +1."""
     if spins.dtype == np.bool_ or not np.issubdtype(spins.dtype, np.number):
         raise ValueError(f"spins have dtype {spins.dtype}; use numbers -1 and +1")
+    if np.iscomplexobj(spins):
+        raise ValueError(f"spins have dtype {spins.dtype}; use real numbers -1 and +1")
     bad = np.abs(spins) != 1  # sample L L
     if bad.any():
         index = int(np.argmax(bad.reshape(len(spins), -1).any(axis=1)))
