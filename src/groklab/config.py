@@ -99,7 +99,7 @@ class RunConfig:
     count puts one at Tc, which has no phase label).
 
     Training defaults to 0, the evenly spaced grid that the grokking and steady
-    regimes were calibrated on; ``groklab ising-data`` defaults to 6, which
+    regimes were calibrated on. ``groklab ising-data`` defaults to 6, which
     makes the phases harder to separate (see README).
     """
     ising_near_tc_width: float = 0.25
@@ -235,7 +235,7 @@ class AnalysisConfig:
     """Held-out inputs for the final model's Fisher diagonal (capped at the test set).
 
     Modular-addition inputs are one-hot, so each first-layer weight gets gradient
-    only from the held-out pairs that contain its token; too few inputs leave many
+    only from the held-out pairs that contain its token. Too few inputs leave many
     weights with a Fisher diagonal of exactly zero by chance.
     """
     geometry_fisher_inputs: int = 512

@@ -28,7 +28,7 @@ def demo_configs() -> list[RunConfig]:
 
 
 def is_finished_with(run_dir: Path, config: RunConfig) -> bool:
-    """Return True when ``run_dir`` holds a finished run of exactly ``config``."""
+    """Return True when ``run_dir`` contains a finished run of exactly ``config``."""
     try:
         return read_run(run_dir).config.to_dict() == config.to_dict()
     except RunFolderError:
@@ -70,7 +70,7 @@ def run_demo(
     for _, run_dir in pending:
         if run_dir.exists() and any(run_dir.iterdir()) and not force:
             raise RunFolderError(
-                f"run folder {run_dir} holds another or unfinished run: pass --force "
+                f"run folder {run_dir} contains another or an unfinished run: pass --force "
                 "to replace it or choose another --out"
             )
     if any(config.task.value == "ising" for config, _ in pending):

@@ -124,7 +124,7 @@ def _section(task: str, task_summary: dict[str, Any], figures: dict[str, Path]) 
 
 
 def render_report(sections: list[tuple[str, dict, dict]], summary: dict[str, Any]) -> str:
-    """Return the report page; figures are embedded, so the file stands alone."""
+    """Return the report page. Figures are embedded, so the file is self-contained."""
     body = "\n".join(_section(*section) for section in sections)
     provenance = json.dumps(
         {"versions": summary["versions"], "analysis_config": summary["analysis_config"]},

@@ -24,7 +24,7 @@ class TaskData:
     test_observables: dict[str, np.ndarray] = field(default_factory=dict)
     """Ising only: ``energy`` (per spin), ``abs_magnetisation`` (per spin), ``temperature``."""
     provenance: dict[str, Any] = field(default_factory=dict)
-    """Where the data came from: dataset file, its SHA-256, sampler versions."""
+    """Data origin: dataset file, its SHA-256 hashes, sampler versions."""
     dataset: Any = None
     """Ising only: the whole IsingDataset the split was drawn from."""
     split: tuple[np.ndarray, np.ndarray] | None = None
@@ -58,7 +58,7 @@ def load_task(
 
 
 def ising_spec(config: RunConfig):
-    """Return the Ising dataset spec that ``config`` asks for."""
+    """Return the Ising dataset spec that ``config`` requests."""
     from groklab.tasks.ising.dataset import IsingDataSpec
 
     return IsingDataSpec(

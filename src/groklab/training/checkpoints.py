@@ -1,6 +1,6 @@
 """Checkpoints as safetensors files that describe themselves.
 
-Each file holds the model parameters under ``model/<name>`` (and, for the
+Each file contains the model parameters under ``model/<name>`` (and, for the
 resume point, Adam's state under ``optim/<name>/<key>``) plus string metadata:
 the epoch, the resolved config and that epoch's metrics, as JSON. Files are
 written to a temporary name and renamed into place, so a crash never leaves a
@@ -35,8 +35,9 @@ def checkpoint_epochs(
     """Return the epochs to checkpoint.
 
     Every epoch up to ``dense_until``, then every ``every`` epochs, plus
-    ``log_points`` log-spaced epochs between ``dense_until`` and the end, which
-    keep the transition out of the dense phase sampled; the last epoch always.
+    ``log_points`` log-spaced epochs between ``dense_until`` and the end, and
+    always the last epoch. The log-spaced epochs keep the transition out of
+    the dense phase sampled.
     """
     dense = range(0, min(dense_until, epochs) + 1)
     sparse = range(dense_until + every, epochs + 1, every) if dense_until < epochs else []
