@@ -10,8 +10,6 @@ half-written checkpoint under the final name.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from groklab.training.runfolder import FILE_MODE
+from groklab.training.runfolder import atomic_path
 
 FORMAT = "groklab-checkpoint-1"
 
@@ -57,15 +55,8 @@ def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"format": FORMAT, "meta": json.dumps(meta, sort_keys=True)}
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
-    os.close(fd)
-    try:
-        save_file(contiguous, tmp, metadata=metadata)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(contiguous, str(tmp), metadata=metadata)
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -25,7 +23,7 @@ from numpy.typing import NDArray
 from tqdm import tqdm
 
 from groklab.tasks.ising import sampling
-from groklab.training.runfolder import FILE_MODE
+from groklab.training.runfolder import atomic_path
 from groklab.tasks.ising.grid import temperature_grid
 from groklab.tasks.ising.observables import energy_per_spin, magnetisation, phase_label
 
@@ -240,15 +238,8 @@ def save_dataset(dataset: IsingDataset, path: str | Path) -> None:
             "build it with build_dataset or import_dataset"
         )
     text = np.array(json.dumps(metadata))  # 0-d unicode array, loads without pickle
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez_compressed(handle, metadata=text, **arrays)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, metadata=text, **arrays)
 
 
 def load_dataset(path: str | Path) -> IsingDataset:
