@@ -51,15 +51,21 @@ def analyze_run(
     data = _load_run_data(run, progress, cache_dir)
     model = build_model(run.config)
     checkpoints = _checked_checkpoints(run)
-    final_params = _load_params(checkpoints[-1][1], model)
+    # Geometry and features over time share one selection, loaded once. The
+    # selection always ends with the final checkpoint.
+    trajectory = [
+        (epoch, _load_params(path, model))
+        for epoch, path in _select(checkpoints, config.max_checkpoints)
+    ]
+    final_params = trajectory[-1][1]
     held_out = _held_out(data, config)
     steps = [
         ("timing", lambda: _timing(run, model)),
         ("features", lambda: _features(run, model, final_params, data, config)),
         ("pruning", lambda: _pruning(model, final_params, data, held_out, config)),
-        ("geometry", lambda: _geometry(model, checkpoints, held_out, config, progress)),
+        ("geometry", lambda: _geometry(model, trajectory, held_out, config, progress)),
         ("features_over_time", lambda: _features_over_time(
-            run, model, checkpoints, data, config)),
+            run, model, trajectory, data, config)),
     ]
     result: dict[str, Any] = {
         "run": run.config.name,
@@ -119,9 +125,9 @@ def _checked_checkpoints(run: Run) -> list[tuple[int, Path]]:
         )
     if checkpoints[-1][0] != run.config.epochs or last_row != run.config.epochs:
         raise RunFolderError(
-            f"run {run.path} is incomplete: config says {run.config.epochs} epochs, the "
-            f"last checkpoint is epoch {checkpoints[-1][0]} and metrics.csv ends at "
-            f"epoch {last_row}; re-run training"
+            f"run {run.path} is incomplete: its config expects {run.config.epochs} "
+            f"epochs, but the last checkpoint is epoch {checkpoints[-1][0]} and "
+            f"metrics.csv ends at epoch {last_row}. Re-run training"
         )
     return checkpoints
 
@@ -226,20 +232,19 @@ def _select(checkpoints: list, limit: int) -> list:
     return [checkpoints[i] for i in picks]
 
 
-def _geometry(model, checkpoints, held_out, config: AnalysisConfig, progress) -> dict:
-    chosen = _select(checkpoints, config.max_checkpoints)
+def _geometry(model, trajectory, held_out, config: AnalysisConfig, progress) -> dict:
+    """Measure the path through ``trajectory``, a list of (epoch, parameters)."""
     thetas, fishers = [], []
-    bar = tqdm(chosen, desc="Fisher at checkpoints", leave=False,
+    bar = tqdm(trajectory, desc="Fisher at checkpoints", leave=False,
                disable=None if progress else True)
-    for _, path in bar:
-        params = _load_params(path, model)
+    for _, params in bar:
         fisher = fisher_diagonal(
             model, held_out["geometry"], config.fisher_form, params=params,
             chunk_size=config.fisher_chunk_size,
         )
         thetas.append(_flatten(params, model))
         fishers.append(_flatten(fisher, model))
-    epochs = np.array([epoch for epoch, _ in chosen])
+    epochs = np.array([epoch for epoch, _ in trajectory])
     measures = trajectory_measures(
         np.stack(thetas), np.stack(fishers), epochs,
         sloppy_threshold=config.sloppy_threshold,
@@ -254,12 +259,10 @@ def _geometry(model, checkpoints, held_out, config: AnalysisConfig, progress) ->
     return measures
 
 
-def _features_over_time(run, model, checkpoints, data, config) -> dict[str, Any]:
+def _features_over_time(run, model, trajectory, data, config) -> dict[str, Any]:
     """Track the headline feature measure at the checkpoints used for geometry."""
-    chosen = _select(checkpoints, config.max_checkpoints)
     rows = []
-    for epoch, path in chosen:
-        params = _load_params(path, model)
+    for epoch, params in trajectory:
         row: dict[str, Any] = {"epoch": epoch}
         if run.config.task is Task.MODADD:
             feats = fourier_features(
