@@ -16,8 +16,8 @@ class ModAddMLP(nn.Module):
 
     The input is an integer tensor of pairs, shape (batch, 2). Multiplying the
     concatenated one-hot vectors by ``fc1.weight`` equals adding two of its
-    columns, so the forward pass gathers those columns instead; the numbers
-    are identical and the parameter keeps its dense (hidden, 2P) shape.
+    columns, so the forward pass gathers those columns instead. The numbers
+    are identical, and the parameter keeps its dense (hidden, 2P) shape.
     """
 
     def __init__(self, p: int, hidden: int = 512):

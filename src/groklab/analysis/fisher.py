@@ -60,7 +60,7 @@ def fisher_diagonal(
     module, so one module can be evaluated at many checkpoints. The result has
     one tensor per entry of ``model.named_parameters()``, in that order and with
     the same shapes and dtypes. Inputs are processed ``chunk_size`` at a time,
-    and the JACOBIAN method holds chunk_size x outputs x parameters numbers at
+    and the JACOBIAN method keeps chunk_size x outputs x parameters numbers at
     once (2.5 GB in float32 for ModAddMLP(113, 512) at the default 32).
     """
     form = _parse(FisherForm, form, "form")

@@ -7,7 +7,7 @@ gives the epoch of each checkpoint. Step e is s_e = theta_{e+1} - theta_e, so wi
 sparse checkpoints one step spans several epochs.
 
 Sloppy parameters are those whose final Fisher information is below a
-threshold; the loss barely depends on them, so weight decay is free to shrink
+threshold. The loss barely depends on them, so weight decay is free to shrink
 them. Every measure is reported for all parameters and for the sloppy and
 stiff subsets separately.
 """
