@@ -40,3 +40,18 @@ def test_alpha_scales_every_parameter():
     large = build_model(RunConfig(task="ising", regime="grok", alpha=10.0, seed=3))
     for (name, a), (_, b) in zip(small.named_parameters(), large.named_parameters()):
         assert torch.allclose(b, 10 * a), name
+
+
+def test_mlp_runs_under_vmap_with_stacked_params():
+    from torch.func import functional_call, stack_module_state, vmap
+
+    models = [ModAddMLP(7, 16) for _ in range(3)]
+    params, _ = stack_module_state(models)
+    pairs = torch.tensor([[0, 0], [3, 5], [6, 6], [2, 1]])
+
+    def call(member_params, batch):
+        return functional_call(models[0], member_params, (batch,))
+
+    stacked = vmap(call, in_dims=(0, None))(params, pairs)
+    for i, model in enumerate(models):
+        assert torch.equal(stacked[i], model(pairs))

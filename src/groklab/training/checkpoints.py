@@ -1,7 +1,8 @@
 """Checkpoints as safetensors files that describe themselves.
 
 Each file contains the model parameters under ``model/<name>`` (and, for the
-resume point, Adam's state under ``optim/<name>/<key>``) plus string metadata:
+resume point ``last.safetensors``, Adam's state under ``optim/<name>/<key>``
+and the data-order generator's state under ``rng/data_order``) plus string metadata:
 the epoch, the resolved config and that epoch's metrics, as JSON. Files are
 written to a temporary name and renamed into place, so a crash never leaves a
 half-written checkpoint under the final name.
@@ -21,6 +22,9 @@ from safetensors.torch import load_file, save_file
 from groklab.training.runfolder import atomic_path
 
 FORMAT = "groklab-checkpoint-1"
+RNG_KEY = "rng/data_order"
+"""Tensor name of the data-order generator's state (``torch.Generator.get_state``)."""
+ADAM_KEYS = ("step", "exp_avg", "exp_avg_sq")
 
 
 class CheckpointError(ValueError):
@@ -90,17 +94,24 @@ def model_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def pack_state(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Flatten model parameters and (optionally) Adam state into named tensors."""
+    """Flatten model parameters, Adam state and the generator state into named tensors.
+
+    Adam's state is present only for parameters that have taken a step, so a
+    checkpoint of epoch 0 has no ``optim/`` entries.
+    """
     tensors = {f"model/{n}": p.detach() for n, p in model.named_parameters()}
-    if optimizer is None:
-        return tensors
-    names = {id(p): n for n, p in model.named_parameters()}
-    for param, state in optimizer.state.items():
-        for key, value in state.items():
-            value = torch.as_tensor(value)
-            tensors[f"optim/{names[id(param)]}/{key}"] = value.reshape(-1)
+    if optimizer is not None:
+        names = {id(p): n for n, p in model.named_parameters()}
+        for param, state in optimizer.state.items():
+            for key, value in state.items():
+                value = torch.as_tensor(value)
+                tensors[f"optim/{names[id(param)]}/{key}"] = value.reshape(-1)
+    if generator is not None:
+        tensors[RNG_KEY] = generator.get_state()
     return tensors
 
 
@@ -108,16 +119,33 @@ def unpack_state(
     tensors: dict[str, torch.Tensor],
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
+    generator: torch.Generator | None = None,
 ) -> None:
-    """Load the output of :func:`pack_state` back into ``model`` and ``optimizer``."""
+    """Load the output of :func:`pack_state` back into the given objects.
+
+    Raises CheckpointError when a generator is given but the tensors contain
+    no generator state.
+    """
     model.load_state_dict(model_tensors(tensors), strict=True)
-    if optimizer is None:
-        return
-    for name, param in model.named_parameters():
-        state = {}
-        for key in ("step", "exp_avg", "exp_avg_sq"):
-            value = tensors.get(f"optim/{name}/{key}")
-            if value is not None:
-                state[key] = value.reshape(()) if key == "step" else value.view_as(param)
-        if state:
-            optimizer.state[param] = state
+    if optimizer is not None:
+        for name, param in model.named_parameters():
+            state = {}
+            for key in ADAM_KEYS:
+                value = tensors.get(f"optim/{name}/{key}")
+                if value is not None:
+                    state[key] = value.reshape(()) if key == "step" else value.view_as(param)
+            if state:
+                optimizer.state[param] = state
+    if generator is not None:
+        generator.set_state(generator_state(tensors))
+
+
+def generator_state(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Return the saved data-order generator state, or raise CheckpointError."""
+    state = tensors.get(RNG_KEY)
+    if state is None:
+        raise CheckpointError(
+            f"the checkpoint has no {RNG_KEY} tensor (written before groklab stored "
+            "the data order), so the run cannot continue exactly: train again with --force"
+        )
+    return state

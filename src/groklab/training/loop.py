@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -14,19 +13,25 @@ from tqdm.auto import tqdm
 from groklab.config import RunConfig
 from groklab.models import build_model
 from groklab.tasks.loader import TaskData, load_task
-from groklab.training.checkpoints import (
-    checkpoint_epochs,
-    checkpoint_path,
-    pack_state,
-    save_checkpoint,
+from groklab.training.checkpoints import pack_state, unpack_state
+from groklab.training.records import (
+    checkpoint_schedule,
+    divergence_message,
+    is_finite_row,
+    last_epoch,
+    open_metrics,
+    save_epoch,
+    write_header,
+    write_metrics_row,
+    write_status,
 )
-from groklab.training.runfolder import (
-    METRIC_COLUMNS,
-    check_run_dir,
-    prepare_run_dir,
-    versions,
-    write_json,
+from groklab.training.resume import (
+    ResumePoint,
+    check_same_data,
+    plan_start,
+    prepare_resume,
 )
+from groklab.training.runfolder import prepare_run_dir
 
 
 class TrainingDiverged(RuntimeError):
@@ -92,118 +97,99 @@ def train(
     *,
     cache_dir: Path | None = None,
     force: bool = False,
+    resume: bool = False,
     progress: bool = True,
     position: int | None = None,
 ) -> Path:
-    """Train ``config`` from scratch into ``run_dir`` and return the folder.
+    """Train ``config`` into ``run_dir`` and return the folder.
+
+    Without ``resume`` training starts from scratch. With ``resume`` a folder
+    that contains this finished run is returned untouched, and an unfinished
+    one continues from ``last.safetensors`` exactly as if it had never
+    stopped. ``force`` overrides ``resume`` and starts from scratch.
 
     Raises TrainingDiverged after marking the run failed when the loss or the
     parameters stop being finite; everything written until then is kept. An
     interrupted or crashed run is marked ``interrupted`` or ``failed`` too.
     The folder is checked and the data loaded before anything is deleted.
     """
-    check_run_dir(run_dir, force)
+    plan = plan_start(config, run_dir, force=force, resume=resume)
+    if plan.finished:
+        return Path(run_dir)
     torch.set_num_threads(config.threads)
     data = load_task(config, cache_dir, progress=progress)
-    run_dir = prepare_run_dir(run_dir, force)
-    _write_header(run_dir, config, data)
+    if plan.point is None:
+        run_dir = prepare_run_dir(run_dir, plan.replace)
+        write_header(run_dir, config, data)
+    else:
+        run_dir = Path(run_dir)
+        check_same_data(run_dir, data)
+        prepare_resume(run_dir, plan.point)
     try:
-        _train_loop(config, run_dir, data, progress, position)
+        _train_loop(config, run_dir, data, plan.point, progress, position)
     except TrainingDiverged:
         raise
     except KeyboardInterrupt:
-        _write_status(run_dir, "interrupted", _last_epoch(run_dir),
-                      message="interrupted by the user; re-run to train again")
+        write_status(run_dir, "interrupted", last_epoch(run_dir),
+                     message="interrupted by the user; re-run to train again")
         raise
     except Exception as err:
-        _write_status(run_dir, "failed", _last_epoch(run_dir),
-                      message=f"{type(err).__name__}: {err}")
+        write_status(run_dir, "failed", last_epoch(run_dir),
+                     message=f"{type(err).__name__}: {err}")
         raise
     return run_dir
 
 
-def _last_epoch(run_dir: Path) -> int:
-    """Return the last epoch with a metrics row, or 0."""
-    try:
-        lines = (run_dir / "metrics.csv").read_text().splitlines()
-        return int(float(lines[-1].split(",")[0])) if len(lines) > 1 else 0
-    except (OSError, ValueError):
-        return 0
-
-
 def _train_loop(
-    config: RunConfig, run_dir: Path, data: TaskData, progress: bool, position
+    config: RunConfig,
+    run_dir: Path,
+    data: TaskData,
+    point: ResumePoint | None,
+    progress: bool,
+    position: int | None,
 ) -> None:
     model = build_model(config)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
-    schedule = set(
-        checkpoint_epochs(
-            config.epochs,
-            config.checkpoint_dense_until,
-            config.checkpoint_every,
-            config.checkpoint_log_points,
-        )
-    )
     generator = torch.Generator().manual_seed(config.seed + 1)
+    start = 0
+    if point is not None:
+        unpack_state(point.tensors, model, optimizer, generator)
+        start = point.epoch + 1
+    schedule = checkpoint_schedule(config)
     started = time.perf_counter()
-    with open(run_dir / "metrics.csv", "w") as metrics_file:
-        metrics_file.write(",".join(METRIC_COLUMNS) + "\n")
+    with open_metrics(run_dir, start) as metrics_file:
         bar = tqdm(
-            range(config.epochs + 1),
+            range(start, config.epochs + 1),
             desc=config.name,
             disable=None if progress else True,
             unit="epoch",
             mininterval=0.5,
             dynamic_ncols=True,
             position=position,
+            initial=start,
+            total=config.epochs + 1,
         )
         for epoch in bar:
             if epoch > 0:
                 train_epoch(model, optimizer, data, config.batch_size, generator)
             row = metrics_row(model, data, epoch)
-            metrics_file.write(",".join(f"{row[c]:.8g}" for c in METRIC_COLUMNS) + "\n")
-            metrics_file.flush()
+            write_metrics_row(metrics_file, row)
             _check_finite(row, run_dir, config)
             if epoch in schedule:
-                _save(run_dir, epoch, model, optimizer, config, row)
+                save_epoch(run_dir, config, row, pack_state(model),
+                           pack_state(model, optimizer, generator))
             if epoch % 10 == 0 or epoch == config.epochs:
                 bar.set_postfix(train=f"{row['train/acc']:.3f}", test=f"{row['test/acc']:.3f}")
-    _write_status(run_dir, "finished", config.epochs, seconds=time.perf_counter() - started)
+    extra = {"resumed_from": point.epoch} if point is not None else {}
+    write_status(run_dir, "finished", config.epochs,
+                 seconds=time.perf_counter() - started, **extra)
 
 
 def _check_finite(row: dict[str, float], run_dir: Path, config: RunConfig) -> None:
-    if all(math.isfinite(row[k]) for k in ("train/loss", "param_norm")):
+    if is_finite_row(row):
         return
-    message = (
-        f"training diverged at epoch {row['epoch']}: train loss {row['train/loss']}, "
-        f"parameter norm {row['param_norm']}. Lower the learning rate "
-        f"(lr {config.lr:g}), alpha ({config.alpha:g}) or weight decay "
-        f"({config.weight_decay:g})"
-    )
-    _write_status(run_dir, "failed", int(row["epoch"]), message=message)
+    message = divergence_message(row, config)
+    write_status(run_dir, "failed", int(row["epoch"]), message=message)
     raise TrainingDiverged(message)
-
-
-def _save(run_dir, epoch, model, optimizer, config, row) -> None:
-    meta = {"epoch": epoch, "config": config.to_dict(), "metrics": row}
-    save_checkpoint(checkpoint_path(run_dir, epoch), pack_state(model), meta)
-    save_checkpoint(run_dir / "last.safetensors", pack_state(model, optimizer), meta)
-    _write_status(run_dir, "running", epoch)
-
-
-def _write_header(run_dir: Path, config: RunConfig, data: TaskData) -> None:
-    provenance = {
-        "versions": versions(),
-        "data": data.provenance,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "n_train": len(data.train_inputs),
-        "n_test": len(data.test_inputs),
-    }
-    write_json(run_dir / "config.json", {"config": config.to_dict(), "provenance": provenance})
-    _write_status(run_dir, "running", 0)
-
-
-def _write_status(run_dir: Path, state: str, epoch: int, **extra) -> None:
-    write_json(run_dir / "status.json", {"state": state, "epoch": epoch, **extra})

@@ -163,12 +163,17 @@ class Run:
 
     def checkpoints(self) -> list[tuple[int, Path]]:
         """Return (epoch, path) of every checkpoint, sorted by epoch."""
-        found = []
-        for path in (self.path / "checkpoints").glob("epoch_*.safetensors"):
-            match = re.fullmatch(r"epoch_(\d+)\.safetensors", path.name)
-            if match:
-                found.append((int(match.group(1)), path))
-        return sorted(found)
+        return list_checkpoints(self.path)
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """Return (epoch, path) of every checkpoint in ``run_dir``, sorted by epoch."""
+    found = []
+    for path in (Path(run_dir) / "checkpoints").glob("epoch_*.safetensors"):
+        match = re.fullmatch(r"epoch_(\d+)\.safetensors", path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
 
 
 def read_run(run_dir: Path, *, allow_unfinished: bool = False) -> Run:
@@ -182,14 +187,7 @@ def read_run(run_dir: Path, *, allow_unfinished: bool = False) -> Run:
         raise RunFolderError(
             f"run folder {run_dir} not found: pass a folder written by groklab train"
         )
-    header = _read_json(run_dir / "config.json")
-    try:
-        config = RunConfig.from_dict(header["config"])
-    except (KeyError, TypeError, ConfigError) as err:
-        raise RunFolderError(
-            f"run folder {run_dir} has an invalid config.json ({err}): re-run training"
-        ) from None
-    status = _read_json(run_dir / "status.json")
+    header, config, status = read_header(run_dir)
     if status.get("state") != "finished" and not allow_unfinished:
         reason = f" ({status['message']})" if status.get("message") else ""
         raise RunFolderError(
@@ -198,6 +196,22 @@ def read_run(run_dir: Path, *, allow_unfinished: bool = False) -> Run:
         )
     metrics = read_metrics(run_dir / "metrics.csv")
     return Run(run_dir, config, header.get("provenance", {}), status, metrics)
+
+
+def read_header(run_dir: Path) -> tuple[dict[str, Any], RunConfig, dict[str, Any]]:
+    """Return ``config.json``, its parsed config and ``status.json`` of a run folder.
+
+    Raises RunFolderError when either file is missing or invalid.
+    """
+    run_dir = Path(run_dir)
+    header = _read_json(run_dir / "config.json")
+    try:
+        config = RunConfig.from_dict(header["config"])
+    except (KeyError, TypeError, ConfigError) as err:
+        raise RunFolderError(
+            f"run folder {run_dir} has an invalid config.json ({err}): re-run training"
+        ) from None
+    return header, config, _read_json(run_dir / "status.json")
 
 
 def read_metrics(path: Path) -> dict[str, np.ndarray]:
