@@ -240,14 +240,21 @@ class AnalysisConfig:
     """
     geometry_fisher_inputs: int = 512
     """Held-out inputs for the Fisher diagonal at each checkpoint (geometry)."""
-    fisher_chunk_size: int = 32
-    """Inputs per vectorised chunk; bounds memory of per-sample Jacobians."""
+    fisher_chunk_size: int | None = None
+    """Inputs per vectorised Fisher chunk; None sizes chunks from ``memory_mb``."""
+    memory_mb: int = 1024
+    """Memory budget in MiB that sizes the chunks of pruning masks and Fisher inputs.
+
+    Chunk sizes come from estimates of the tensors each chunk creates, so peak
+    use can exceed the budget by the allocator's overhead and the fixed state.
+    """
     pruning_orders: list[str] = field(
         default_factory=lambda: ["fisher", "magnitude", "fisher_theta2"]
     )
     """Pruning orders to evaluate: ``fisher``, ``magnitude``, ``fisher_theta2``."""
-    n_fractions: int = 101
-    """Points on each pruning curve before refinement near full pruning."""
+    n_fractions: int = 201
+    """Points on each pruning curve: a coarse grid of about half, the rest added
+    where loss or accuracy change most (fewer for a scope with fewer entries)."""
     tolerance: float = 0.01
     """Relative drop in test accuracy that still counts as unharmed."""
     linear_fit_max_fraction: float = 0.5
@@ -272,10 +279,14 @@ class AnalysisConfig:
                      "use a comma list of fisher, magnitude, fisher_theta2")
         _require(len(self.pruning_orders) >= 1, "pruning_orders",
                  self.pruning_orders, "name at least one order")
-        for name in ("fisher_inputs", "geometry_fisher_inputs", "fisher_chunk_size",
-                     "top_k"):
+        for name in ("fisher_inputs", "geometry_fisher_inputs", "top_k"):
             _require(getattr(self, name) >= 1, name, getattr(self, name),
                      "use an integer >= 1")
+        _require(self.fisher_chunk_size is None or self.fisher_chunk_size >= 1,
+                 "fisher_chunk_size", self.fisher_chunk_size,
+                 "use an integer >= 1, or none to size chunks from memory_mb")
+        _require(self.memory_mb >= 16, "memory_mb", self.memory_mb,
+                 "use an integer >= 16 (MiB)")
         _require(self.n_fractions >= 4, "n_fractions", self.n_fractions,
                  "use an integer >= 4")
         _require(self.max_checkpoints >= 3, "max_checkpoints", self.max_checkpoints,

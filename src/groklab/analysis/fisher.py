@@ -18,7 +18,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
+from groklab.analysis.budget import activation_numel, budget_bytes
 from groklab.models import ModAddMLP
+
+DEFAULT_MEMORY_MB = 1024
 
 EnumT = TypeVar("EnumT", bound=Enum)
 
@@ -50,8 +53,9 @@ def fisher_diagonal(
     form: FisherForm | str,
     *,
     params: dict[str, Tensor] | None = None,
-    chunk_size: int = 32,
+    chunk_size: int | None = None,
     method: FisherMethod | str = FisherMethod.AUTO,
+    memory_mb: int = DEFAULT_MEMORY_MB,
 ) -> dict[str, Tensor]:
     """Compute the diagonal of the Fisher information, averaged over ``inputs``.
 
@@ -60,22 +64,115 @@ def fisher_diagonal(
     module, so one module can be evaluated at many checkpoints. The result has
     one tensor per entry of ``model.named_parameters()``, in that order and with
     the same shapes and dtypes. Inputs are processed ``chunk_size`` at a time,
-    and the JACOBIAN method keeps chunk_size x outputs x parameters numbers at
-    once (2.5 GB in float32 for ModAddMLP(113, 512) at the default 32).
+    or in chunks sized to ``memory_mb`` when it is None (see fisher_diagonals).
+    """
+    values = _merged_params(model, params)
+    stacked = {name: value.unsqueeze(0) for name, value in values.items()}
+    diagonals = fisher_diagonals(
+        model,
+        inputs,
+        form,
+        stacked,
+        chunk_size=chunk_size,
+        method=method,
+        memory_mb=memory_mb,
+    )
+    return {name: value[0] for name, value in diagonals.items()}
+
+
+def fisher_diagonals(
+    model: nn.Module,
+    inputs: Tensor,
+    form: FisherForm | str,
+    stacked_params: dict[str, Tensor],
+    *,
+    chunk_size: int | None = None,
+    method: FisherMethod | str = FisherMethod.AUTO,
+    memory_mb: int = DEFAULT_MEMORY_MB,
+) -> dict[str, Tensor]:
+    """Compute K Fisher diagonals at once, one per stacked parameter set.
+
+    ``stacked_params`` maps parameter names to tensors with a leading
+    dimension K (checkpoints or ensemble members). Parameters it omits keep
+    the module's values. The result maps every parameter name to a (K, *shape)
+    tensor. Both methods run under ``vmap`` over the K sets. Chunks of
+    checkpoints and inputs are sized so that their estimated temporaries fit
+    ``memory_mb``; ``chunk_size``, when given, fixes the inputs per chunk
+    (JACOBIAN keeps outputs x parameters numbers per input and checkpoint).
     """
     form = _parse(FisherForm, form, "form")
     method = _parse(FisherMethod, method, "method")
     if len(inputs) == 0:
         raise ValueError("inputs is empty: pass at least one input row")
-    if chunk_size < 1:
+    if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size {chunk_size} is invalid: use a positive integer")
-    values = _merged_params(model, params)
+    n_sets = _check_stacked(model, stacked_params)
     chunk_fisher = _chunk_fisher_function(model, method)
+    fixed = {
+        name: value.detach()
+        for name, value in model.named_parameters()
+        if name not in stacked_params
+    }
+    sets_per_chunk, inputs_per_chunk = _chunk_sizes(
+        model, inputs, stacked_params, chunk_fisher, form, memory_mb
+    )
+    inputs_per_chunk = chunk_size or inputs_per_chunk
+
+    def one_set(values: dict[str, Tensor], chunk: Tensor) -> dict[str, Tensor]:
+        return chunk_fisher(model, {**fixed, **values}, chunk, form)
+
+    batched = vmap(one_set, in_dims=(0, None))
+    names = [name for name, _ in model.named_parameters()]
+    totals: dict[str, list[Tensor]] = {name: [] for name in names}
+    for start in range(0, n_sets, sets_per_chunk):
+        values = {
+            name: value.detach()[start : start + sets_per_chunk]
+            for name, value in stacked_params.items()
+        }
+        total = None
+        for chunk in torch.split(inputs, inputs_per_chunk):
+            with torch.no_grad():
+                part = batched(values, chunk)
+            total = part if total is None else {n: total[n] + part[n] for n in names}
+        for name in names:
+            totals[name].append(total[name] / len(inputs))
+    return {name: torch.cat(totals[name]) for name in names}
+
+
+def fisher_diagonal_reference(
+    model: nn.Module,
+    inputs: Tensor,
+    form: FisherForm | str,
+    *,
+    params: dict[str, Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """Compute the Fisher diagonal with one autograd call per input and output.
+
+    This is the plain per-sample loop that the vectorised methods are checked
+    and timed against. It returns what ``fisher_diagonal`` returns.
+    """
+    form = _parse(FisherForm, form, "form")
+    if len(inputs) == 0:
+        raise ValueError("inputs is empty: pass at least one input row")
+    values = {
+        name: value.detach().clone().requires_grad_(True)
+        for name, value in _merged_params(model, params).items()
+    }
     total = {name: torch.zeros_like(value) for name, value in values.items()}
-    for chunk in torch.split(inputs, chunk_size):
-        with torch.no_grad():
-            for name, value in chunk_fisher(model, values, chunk, form).items():
-                total[name] += value
+    for single in inputs:
+        logits = functional_call(model, values, (single.unsqueeze(0),)).squeeze(0)
+        log_probs = torch.log_softmax(logits, dim=-1)
+        for k in range(len(logits)):
+            if form is FisherForm.REGRESSION:
+                output, weight = logits[k], 1.0
+            else:
+                output, weight = log_probs[k], log_probs[k].exp().item()
+            grads = torch.autograd.grad(
+                output, list(values.values()), retain_graph=True, allow_unused=True
+            )
+            for name, grad in zip(values, grads):
+                if grad is not None:
+                    total[name] += weight * grad.square()
     return {name: value / len(inputs) for name, value in total.items()}
 
 
@@ -128,6 +225,64 @@ def _merged_params(
     return values
 
 
+def _check_stacked(model: nn.Module, stacked: dict[str, Tensor]) -> int:
+    """Return K, the shared leading dimension of ``stacked``, after checking shapes."""
+    shapes = {name: tuple(value.shape) for name, value in model.named_parameters()}
+    if not stacked:
+        raise ValueError("stacked_params is empty: pass at least one stacked parameter")
+    sizes = set()
+    for name, value in stacked.items():
+        if name not in shapes:
+            raise ValueError(
+                f"stacked_params has {name!r}, which is not a parameter of "
+                f"{type(model).__name__}: use names from model.named_parameters()"
+            )
+        if value.ndim < 1 or tuple(value.shape[1:]) != shapes[name]:
+            raise ValueError(
+                f"stacked_params[{name!r}] has shape {tuple(value.shape)}, expected "
+                f"(K, {', '.join(map(str, shapes[name]))})"
+            )
+        sizes.add(value.shape[0])
+    if len(sizes) != 1 or 0 in sizes:
+        raise ValueError(
+            f"stacked_params have leading dimensions {sorted(sizes)}: stack the "
+            "same K >= 1 parameter sets for every name"
+        )
+    return sizes.pop()
+
+
+def _chunk_sizes(
+    model: nn.Module,
+    inputs: Tensor,
+    stacked: dict[str, Tensor],
+    chunk_fisher: Callable,
+    form: FisherForm,
+    memory_mb: int,
+) -> tuple[int, int]:
+    """Return (parameter sets, inputs) per chunk whose temporaries fit the budget.
+
+    The estimate per (set, input) pair is three copies of what the method
+    keeps per input: outputs x (parameters + activations) numbers for
+    JACOBIAN, and hidden x (P + 4) for the ModAddMLP closed form. Each set
+    also needs two copies of the parameters.
+    """
+    budget = budget_bytes(memory_mb)
+    first = {name: value[0] for name, value in stacked.items()}
+    values = {**dict(model.named_parameters()), **first}
+    itemsize = next(iter(stacked.values())).element_size()
+    n_params = sum(value.numel() for value in values.values())
+    if chunk_fisher is _closed_form_chunk:
+        hidden, p = values["fc1.bias"].numel(), model.p
+        per_pair = 3 * itemsize * hidden * ((p if form is FisherForm.CLASSIFICATION else 0) + 4)
+    else:
+        activations, outputs = activation_numel(model, values, inputs[:1])
+        per_pair = 3 * itemsize * outputs * (n_params + activations)
+    per_set = 2 * itemsize * n_params
+    n_inputs = int(max(1, min(len(inputs), (budget - per_set) // per_pair)))
+    n_sets = int(max(1, budget // (per_set + n_inputs * per_pair)))
+    return n_sets, n_inputs
+
+
 ChunkFisher = Callable[
     [nn.Module, dict[str, Tensor], Tensor, FisherForm], dict[str, Tensor]
 ]
@@ -172,7 +327,7 @@ def _jacobian_chunk(
         params, inputs
     )  # jacobians[name]: chunk outputs *param_shape; weights: chunk outputs
     return {
-        name: torch.tensordot(weights, jacobian.square_(), dims=2)
+        name: torch.tensordot(weights, jacobian.square(), dims=2)
         for name, jacobian in jacobians.items()
     }
 

@@ -17,12 +17,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from groklab.analysis.features import fourier_features, ising_features
-from groklab.analysis.fisher import fisher_diagonal
+from groklab.analysis.fisher import fisher_diagonal, fisher_diagonals
 from groklab.analysis.ising_data import dataset_diagnostics
 from groklab.analysis.geometry import summary_statistics, trajectory_measures
 from groklab.analysis.pruning import (
     compression_factor,
-    default_fractions,
     linear_fit,
     pruning_curve,
     saliency,
@@ -63,7 +62,7 @@ def analyze_run(
         ("timing", lambda: _timing(run, model)),
         ("features", lambda: _features(run, model, final_params, data, config)),
         ("pruning", lambda: _pruning(model, final_params, data, held_out, config)),
-        ("geometry", lambda: _geometry(model, trajectory, held_out, config, progress)),
+        ("geometry", lambda: _geometry(model, trajectory, held_out, config)),
         ("features_over_time", lambda: _features_over_time(
             run, model, trajectory, data, config)),
     ]
@@ -191,37 +190,47 @@ def _activations(model: nn.Module, params, inputs) -> dict[str, np.ndarray]:
 def _pruning(model, params, data, held_out, config: AnalysisConfig) -> dict[str, Any]:
     fisher = fisher_diagonal(
         model, held_out["pruning"], config.fisher_form, params=params,
-        chunk_size=config.fisher_chunk_size,
+        chunk_size=config.fisher_chunk_size, memory_mb=config.memory_mb,
     )
     layers = sorted({name.split(".")[0] for name in params})
-    fractions = default_fractions(config.n_fractions)
     out: dict[str, Any] = {
         "fisher_form": config.fisher_form,
         "fisher_inputs": len(held_out["pruning"]),
         "tolerance": config.tolerance,
+        "n_fractions": config.n_fractions,
+        "memory_mb": config.memory_mb,
         "orders": {},
     }
     for order in config.pruning_orders:
         scores = saliency(params, fisher, order)
         args = (model, params, scores, data.test_inputs, data.test_targets)
-        curve = pruning_curve(*args, fractions, order=order)
+        options = {"n_points": config.n_fractions, "order": order,
+                   "memory_mb": config.memory_mb}
+        curve = pruning_curve(*args, **options)
         fit = linear_fit(curve.fractions, curve.loss,
                          max_fraction=config.linear_fit_max_fraction)
         out["orders"][order] = {
-            "global": curve.to_dict(),
+            "global": _curve_record(curve, config),
             "layers": {
-                layer: pruning_curve(*args, fractions, scope=layer, order=order).to_dict()
+                layer: _curve_record(pruning_curve(*args, scope=layer, **options), config)
                 for layer in layers
             },
             "compression": _asdict(
                 compression_factor(
-                    *args, tolerance=config.tolerance, curve=curve, order=order
+                    *args, tolerance=config.tolerance, curve=curve, order=order,
+                    memory_mb=config.memory_mb,
                 )
             ),
             "linear_fit": _asdict(fit),
             "compressive": bool(fit.r2 >= config.compressive_r2 and fit.slope > 0),
         }
     return out
+
+
+def _curve_record(curve, config: AnalysisConfig) -> dict[str, Any]:
+    """Return the curve with the Fisher form and tolerance that go with it."""
+    return {**curve.to_dict(), "fisher_form": config.fisher_form,
+            "tolerance": config.tolerance}
 
 
 def _select(checkpoints: list, limit: int) -> list:
@@ -232,22 +241,25 @@ def _select(checkpoints: list, limit: int) -> list:
     return [checkpoints[i] for i in picks]
 
 
-def _geometry(model, trajectory, held_out, config: AnalysisConfig, progress) -> dict:
-    """Measure the path through ``trajectory``, a list of (epoch, parameters)."""
-    thetas, fishers = [], []
-    bar = tqdm(trajectory, desc="Fisher at checkpoints", leave=False,
-               disable=None if progress else True)
-    for _, params in bar:
-        fisher = fisher_diagonal(
-            model, held_out["geometry"], config.fisher_form, params=params,
-            chunk_size=config.fisher_chunk_size,
-        )
-        thetas.append(_flatten(params, model))
-        fishers.append(_flatten(fisher, model))
+def _geometry(model, trajectory, held_out, config: AnalysisConfig) -> dict:
+    """Measure the path through ``trajectory``, a list of (epoch, parameters).
+
+    The Fisher diagonals of all checkpoints are computed together, vectorised
+    over checkpoints in chunks that fit ``config.memory_mb``.
+    """
+    names = [name for name, _ in model.named_parameters()]
+    stacked = {
+        name: torch.stack([params[name] for _, params in trajectory]) for name in names
+    }
+    fishers = fisher_diagonals(
+        model, held_out["geometry"], config.fisher_form, stacked,
+        chunk_size=config.fisher_chunk_size, memory_mb=config.memory_mb,
+    )
+    thetas = torch.cat([stacked[n].flatten(1).double() for n in names], 1).numpy()
+    fisher_rows = torch.cat([fishers[n].flatten(1).double() for n in names], 1).numpy()
     epochs = np.array([epoch for epoch, _ in trajectory])
     measures = trajectory_measures(
-        np.stack(thetas), np.stack(fishers), epochs,
-        sloppy_threshold=config.sloppy_threshold,
+        thetas, fisher_rows, epochs, sloppy_threshold=config.sloppy_threshold,
     )
     measures["epochs"] = epochs.tolist()
     measures["fisher_form"] = config.fisher_form
@@ -277,11 +289,6 @@ def _features_over_time(run, model, trajectory, data, config) -> dict[str, Any]:
             }
         rows.append(row)
     return {"rows": rows}
-
-
-def _flatten(tensors: dict[str, torch.Tensor], model: nn.Module) -> np.ndarray:
-    names = [name for name, _ in model.named_parameters()]
-    return torch.cat([tensors[n].reshape(-1).double() for n in names]).numpy()
 
 
 def _asdict(obj: Any) -> dict[str, Any]:

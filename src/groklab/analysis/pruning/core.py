@@ -1,4 +1,4 @@
-"""Saliency-ordered pruning: pruning curves, compression factors, linear fits.
+"""Pruning orders, scopes and result types shared by the curve evaluators.
 
 A pruning order ranks parameter entries by a saliency, and the least salient
 entries are set to zero first. Pruning acts on one scope, either every
@@ -11,16 +11,13 @@ the dict's order, so every result is deterministic.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-from torch.func import functional_call
+from torch import Tensor
 
 GLOBAL_SCOPE = "global"
 CUSTOM_ORDER = "custom"
@@ -41,8 +38,10 @@ class PruningCurve:
     """Loss and accuracy after pruning each fraction of one scope.
 
     ``n_pruned[i]`` is round(fractions[i] x n_total) entries, halves rounded
-    up. ``loss`` is the mean cross-entropy in nats and ``accuracy`` the
-    fraction of correct argmax predictions, both on the evaluation inputs.
+    up, except for points added by refinement, whose fraction is exactly
+    n_pruned / n_total. ``loss`` is the mean cross-entropy in nats and
+    ``accuracy`` the fraction of correct argmax predictions, both on the
+    evaluation inputs. ``method`` names the evaluator (see EvaluationMethod).
     """
 
     order: str
@@ -52,6 +51,7 @@ class PruningCurve:
     n_total: int
     loss: np.ndarray
     accuracy: np.ndarray
+    method: str = "reference"
 
     def to_dict(self) -> dict[str, Any]:
         """Return the curve as JSON-ready built-in types."""
@@ -63,6 +63,8 @@ class PruningCurve:
             "n_total": self.n_total,
             "loss": self.loss.tolist(),
             "accuracy": self.accuracy.tolist(),
+            "n_points": len(self.fractions),
+            "evaluation_method": self.method,
         }
 
 
@@ -143,7 +145,7 @@ def prune(
     Only entries in ``scope`` (None or "global" for all, else a layer name)
     are candidates. The input tensors are not modified.
     """
-    vector = _ScopeVector(params, saliency, scope)
+    vector = ScopeVector(params, saliency, scope)
     if not 0 <= n_prune <= vector.size:
         raise ValueError(
             f"n_prune {n_prune} is invalid: use 0 to {vector.size}, the number of "
@@ -154,131 +156,6 @@ def prune(
         name: value if name in vector.names else value.detach().clone()
         for name, value in merged.items()
     }
-
-
-def pruning_curve(
-    model: nn.Module,
-    params: dict[str, Tensor],
-    saliency: dict[str, Tensor],
-    inputs: Tensor,
-    targets: Tensor,
-    fractions: np.ndarray | list[float],
-    *,
-    scope: str | None = None,
-    batch_size: int = 4096,
-    order: PruningOrder | str = CUSTOM_ORDER,
-) -> PruningCurve:
-    """Evaluate loss and accuracy while pruning ``fractions`` of the scope.
-
-    ``fractions`` must be non-decreasing within [0, 1], because entries are
-    sorted once and pruned incrementally. ``targets`` contains class indices.
-    ``order`` only labels the curve, while ``saliency`` decides what is pruned.
-    """
-    vector = _ScopeVector(params, saliency, scope)
-    fractions = _check_fractions(fractions)
-    counts = np.floor(fractions * vector.size + 0.5).astype(np.int64)
-    flat = vector.values.clone()  # n_total
-    losses, accuracies = [], []
-    done = 0
-    for count in counts:
-        flat[vector.order[done:count]] = 0
-        done = count
-        loss, accuracy = _evaluate(
-            model, vector.merged(flat), inputs, targets, batch_size
-        )
-        losses.append(loss)
-        accuracies.append(accuracy)
-    return PruningCurve(
-        order=_order_label(order),
-        scope=vector.scope,
-        fractions=fractions,
-        n_pruned=counts,
-        n_total=vector.size,
-        loss=np.array(losses),
-        accuracy=np.array(accuracies),
-    )
-
-
-def default_fractions(n: int = 101, *, smallest_kept: float = 1e-4) -> np.ndarray:
-    """Return up to ``n`` sorted pruned fractions from 0 to 1, dense near 1.
-
-    Half the points form a linear grid on [0, 1]. The others are 1 - k for a
-    geometric grid of kept fractions k from 0.5 down to ``smallest_kept``,
-    because the loss changes fastest when few entries remain. Points closer
-    than 1e-12 are merged, which can make the result shorter than ``n``.
-    """
-    if n < 4:
-        raise ValueError(f"n {n} is invalid: use at least 4 fractions")
-    if not 0 < smallest_kept < 0.5:
-        raise ValueError(
-            f"smallest_kept {smallest_kept} is invalid: use a value in (0, 0.5)"
-        )
-    n_linear = (n + 1) // 2
-    linear = np.linspace(0.0, 1.0, n_linear)
-    near_one = 1.0 - np.geomspace(0.5, smallest_kept, n - n_linear)
-    return np.unique(np.round(np.concatenate([linear, near_one]), 12))
-
-
-def compression_factor(
-    model: nn.Module,
-    params: dict[str, Tensor],
-    saliency: dict[str, Tensor],
-    inputs: Tensor,
-    targets: Tensor,
-    *,
-    tolerance: float = 0.01,
-    scope: str | None = None,
-    curve: PruningCurve | None = None,
-    order: PruningOrder | str | None = None,
-    batch_size: int = 4096,
-) -> CompressionResult:
-    """Find the fewest kept entries whose accuracy stays within ``tolerance``.
-
-    An entry count passes when accuracy >= (1 - tolerance) x unpruned
-    accuracy. The largest pruned count whose grid points on ``curve`` all pass
-    is refined by bisection up to the next failing grid point. ``curve`` must
-    come from the same model, params, saliency, inputs and scope; without it
-    one is computed on ``default_fractions()``. ``order`` labels the result
-    and defaults to the curve's label.
-    """
-    if not 0 <= tolerance < 1:
-        raise ValueError(f"tolerance {tolerance} is invalid: use a value in [0, 1)")
-    vector = _ScopeVector(params, saliency, scope)
-    label = _resolve_order_label(order, curve)
-    if curve is None:
-        curve = pruning_curve(
-            model,
-            params,
-            saliency,
-            inputs,
-            targets,
-            default_fractions(),
-            scope=scope,
-            batch_size=batch_size,
-            order=label,
-        )
-    _check_curve(curve, vector)
-    _, base_accuracy = _evaluate(model, params, inputs, targets, batch_size)
-    threshold = (1 - tolerance) * base_accuracy
-
-    def passes(count: int) -> bool:
-        pruned = vector.merged(vector.pruned_flat(count))
-        _, accuracy = _evaluate(model, pruned, inputs, targets, batch_size)
-        return accuracy >= threshold
-
-    n_pruned = _bisect(passes, *_bracket(curve, threshold))
-    n_kept = vector.size - n_pruned
-    return CompressionResult(
-        factor=vector.size / n_kept if n_kept else math.inf,
-        n_kept=n_kept,
-        n_total=vector.size,
-        tolerance=tolerance,
-        base_accuracy=base_accuracy,
-        threshold_accuracy=threshold,
-        order=label,
-        scope=vector.scope,
-        definition=_definition(vector.scope, label, tolerance),
-    )
 
 
 def linear_fit(
@@ -334,7 +211,7 @@ def _least_squares(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     return slope, intercept, 1.0 - ss_res / ss_tot
 
 
-class _ScopeVector:
+class ScopeVector:
     """Entries of one scope flattened in named order, with their pruning order."""
 
     def __init__(
@@ -350,6 +227,10 @@ class _ScopeVector:
         scores = torch.cat([saliency[name].detach().reshape(-1) for name in self.names])
         self.order = torch.argsort(scores, stable=True)  # n_total, least salient first
         self.size = len(self.values)
+
+    def counts(self, fractions: np.ndarray) -> np.ndarray:
+        """Convert pruned fractions to entry counts, round(f x size), halves up."""
+        return np.floor(fractions * self.size + 0.5).astype(np.int64)
 
     def pruned_flat(self, count: int) -> Tensor:
         """Return a copy of the scope entries, ``count`` least salient zeroed."""
@@ -411,7 +292,7 @@ def _check_fisher(
             )
 
 
-def _check_fractions(fractions: np.ndarray | list[float]) -> np.ndarray:
+def check_fractions(fractions: np.ndarray | list[float]) -> np.ndarray:
     values = np.asarray(fractions, dtype=np.float64)
     if values.ndim != 1 or len(values) == 0:
         raise ValueError(
@@ -424,78 +305,12 @@ def _check_fractions(fractions: np.ndarray | list[float]) -> np.ndarray:
     return values
 
 
-def _check_curve(curve: PruningCurve, vector: _ScopeVector) -> None:
+def check_curve(curve: PruningCurve, vector: ScopeVector) -> None:
     if curve.scope != vector.scope or curve.n_total != vector.size:
         raise ValueError(
             f"curve covers scope {curve.scope!r} with {curve.n_total} entries, "
             f"expected {vector.scope!r} with {vector.size}: recompute the curve"
         )
-
-
-def _bracket(curve: PruningCurve, threshold: float) -> tuple[int, int]:
-    """Return the pruned counts that bracket the end of the curve's passing prefix.
-
-    The first count is the last one whose grid points all pass, the second the
-    first failing one, or n_total + 1 when every grid point passes.
-    """
-    failing = np.flatnonzero(curve.accuracy < threshold)
-    first_fail = int(failing[0]) if len(failing) else len(curve.accuracy)
-    low = int(curve.n_pruned[first_fail - 1]) if first_fail > 0 else 0
-    if first_fail < len(curve.accuracy):
-        return low, int(curve.n_pruned[first_fail])
-    return low, curve.n_total + 1
-
-
-def _bisect(passes: Callable[[int], bool], low: int, high: int) -> int:
-    """Return a count in [low, high) that passes while the next one fails.
-
-    ``low`` must pass and ``high`` fail (or lie beyond the scope).
-    """
-    # NOTE: bisection assumes that accuracy passes for every count up to some
-    # n* in [low, high) and fails above it. Where accuracy is not monotone
-    # between the two grid points, it returns some pass/fail boundary in the
-    # bracket, which need not be the largest passing count.
-    while high - low > 1:
-        middle = (low + high) // 2
-        if passes(middle):
-            low = middle
-        else:
-            high = middle
-    return low
-
-
-def _evaluate(
-    model: nn.Module,
-    params: dict[str, Tensor],
-    inputs: Tensor,
-    targets: Tensor,
-    batch_size: int,
-) -> tuple[float, float]:
-    """Return the mean cross-entropy (nats) and accuracy of ``model`` at ``params``."""
-    if len(inputs) == 0 or len(inputs) != len(targets):
-        raise ValueError(
-            f"{len(inputs)} inputs and {len(targets)} targets are invalid: "
-            "pass equal, non-zero numbers of each"
-        )
-    total_loss, correct = 0.0, 0
-    with torch.no_grad():
-        for batch, labels in zip(
-            torch.split(inputs, batch_size), torch.split(targets, batch_size)
-        ):
-            logits = functional_call(model, params, (batch,))  # batch classes
-            loss = nn.functional.cross_entropy(logits, labels, reduction="sum")
-            total_loss += float(loss)
-            correct += int((logits.argmax(-1) == labels).sum())
-    return total_loss / len(inputs), correct / len(inputs)
-
-
-def _definition(scope: str, order: str, tolerance: float) -> str:
-    counted = "total parameters" if scope == GLOBAL_SCOPE else f"parameters of {scope}"
-    return (
-        f"{counted} / fewest kept {counted} whose accuracy stays >= "
-        f"(1 - tolerance) x unpruned accuracy, pruning in {order} order; "
-        f"tolerance {tolerance:g}"
-    )
 
 
 def _parse_order(order: PruningOrder | str) -> PruningOrder:
@@ -511,16 +326,16 @@ def _allowed_orders() -> str:
     return ", ".join(repr(member.value) for member in PruningOrder)
 
 
-def _order_label(order: PruningOrder | str) -> str:
+def order_label(order: PruningOrder | str) -> str:
     return order.value if isinstance(order, PruningOrder) else str(order)
 
 
-def _resolve_order_label(
+def resolve_order_label(
     order: PruningOrder | str | None, curve: PruningCurve | None
 ) -> str:
     if order is None:
         return curve.order if curve is not None else CUSTOM_ORDER
-    label = _order_label(order)
+    label = order_label(order)
     if curve is not None and curve.order != label:
         raise ValueError(
             f"order {label!r} differs from the curve's order {curve.order!r}: "
