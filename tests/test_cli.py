@@ -254,3 +254,65 @@ def test_analyze_rebuilds_deleted_dataset(tmp_path):
     for path in (tmp_path / "cache").glob("ising-*.npz"):
         path.unlink()
     assert main(["analyze", str(run), "--quiet", *TINY_ANALYSIS]) == 0
+
+
+def interrupt_after(monkeypatch, epochs):
+    """Make training raise KeyboardInterrupt once ``epochs`` epochs have run."""
+    import groklab.training.loop as loop
+
+    original, calls = loop.train_epoch, []
+
+    def train_epoch(*args, **kwargs):
+        if len(calls) == epochs:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_epoch", train_epoch)
+
+
+def test_train_resume_continues_interrupted_run(tmp_path, monkeypatch):
+    reference = train_tiny(tmp_path, "modadd", "grok", epochs=6)
+    out = tmp_path / "interrupted"
+    interrupt_after(monkeypatch, 3)
+    args = ["train", "--task", "modadd", "--regime", "grok", "--epochs", "6",
+            "--out", str(out), "--quiet", *TINY_MODADD]
+    assert main(args) == 130
+    assert json.loads((out / "status.json").read_text())["state"] == "interrupted"
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    status = json.loads((out / "status.json").read_text())
+    assert (status["state"], status["resumed_from"]) == ("finished", 3)
+    assert (out / "metrics.csv").read_text() == (reference / "metrics.csv").read_text()
+
+
+def test_train_resume_leaves_finished_run(tmp_path):
+    run = train_tiny(tmp_path, "modadd", "grok", epochs=2)
+    before = {p.name: p.stat().st_mtime_ns for p in run.rglob("*")}
+    assert main(["train", "--resume", str(run), "--quiet", "--set", "p=11"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--set", "lr=1e-3"], "lr 0.001 differs from 0.005"),
+        (["--epochs", "9"], "epochs 9 differs from 2"),
+        (["--task", "ising"], "task 'ising' differs from 'modadd'"),
+        (["--out", "elsewhere"], "--out cannot be combined with --resume"),
+        (["--force"], "--force cannot be combined with --resume"),
+        (["--set", "lr"], "expected KEY=VALUE"),
+    ],
+)
+def test_train_resume_bad_input(tmp_path, capsys, args, fragment):
+    run = train_tiny(tmp_path, "modadd", "grok", epochs=2)
+    before = (run / "metrics.csv").read_text()
+    code = main(["train", "--resume", str(run), "--quiet", *args])
+    assert_one_line_error(capsys, code, fragment)
+    assert (run / "metrics.csv").read_text() == before
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_train_resume_missing_folder(tmp_path, capsys):
+    code = main(["train", "--resume", str(tmp_path / "nowhere")])
+    assert_one_line_error(capsys, code, "not found")

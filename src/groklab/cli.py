@@ -54,15 +54,21 @@ def _train_parser(sub) -> None:
         "train",
         help="train one model and write its run folder",
         description="Train one model by the grokking or steady path and write a run "
-        "folder: config.json, metrics.csv, checkpoints/ (safetensors).",
+        "folder: config.json, metrics.csv, checkpoints/ (safetensors). With --resume, "
+        "continue an unfinished run folder from its last checkpoint instead.",
     )
-    p.add_argument("--task", required=True, metavar="{modadd,ising}", help="task to train on")
-    p.add_argument("--regime", required=True, metavar="{grok,steady}", help="training path")
+    p.add_argument("--task", metavar="{modadd,ising}", help="task to train on (required "
+                   "unless --resume)")
+    p.add_argument("--regime", metavar="{grok,steady}", help="training path (required "
+                   "unless --resume)")
     p.add_argument("--alpha", type=float, help="initial parameter scale (regime default)")
     p.add_argument("--epochs", type=int, help="training epochs (task default)")
     p.add_argument("--seed", type=int, help="initialisation and data-order seed (0)")
     p.add_argument("--out", type=Path, help="run folder (default runs/NAME-TIME)")
     p.add_argument("--force", action="store_true", help="replace an existing run folder")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="continue this run folder with the config in its config.json; "
+                   "a finished run is left as it is. Other options must match that config")
     p.add_argument("--cache-dir", type=Path, help="Ising dataset cache (~/.cache/groklab)")
     _set_option(p, ", ".join(RunConfig.__dataclass_fields__))
     _quiet_option(p)
@@ -156,6 +162,53 @@ def _ising_import_parser(sub) -> None:
                    "pass it only for files from a source you trust")
 
 
+def _sweep_parser(sub) -> None:
+    from groklab.sweep.backends import BACKENDS
+
+    p = sub.add_parser(
+        "sweep",
+        help="train and analyse a grid of runs over config values and seeds",
+        description="Train every combination of the --grid values for every seed, "
+        "packing compatible runs into ensembles, analyse the finished runs and write "
+        "results.csv, sweep.json, runs/ and figures/ into --out. Finished runs and "
+        "up-to-date analyses are reused; unfinished runs are resumed.",
+    )
+    p.add_argument("--task", required=True, metavar="{modadd,ising}", help="task to train on")
+    p.add_argument("--regime", metavar="{grok,steady}",
+                   help="regime whose defaults (alpha unless swept) the runs take; "
+                   "default grok. Sweep both with --grid regime=grok,steady")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="run config field and the values to sweep; repeat for a "
+                   "Cartesian product, e.g. --grid alpha=0.1,1,10")
+    p.add_argument("--seeds", default="0", metavar="SEEDS",
+                   help="seeds of every grid point: N, A-B (inclusive) or a comma list "
+                   "such as 0,2,5 (default 0)")
+    _set_option(p, ", ".join(RunConfig.__dataclass_fields__))
+    p.add_argument("--analysis-set", dest="analysis_overrides", action="append",
+                   default=[], metavar="KEY=VALUE",
+                   help="override an analysis setting; repeatable. Keys: "
+                   + ", ".join(AnalysisConfig.__dataclass_fields__))
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="sweep folder")
+    p.add_argument("--backend", default="local", choices=BACKENDS,
+                   help="where jobs run: local processes or a Ray cluster (default local)")
+    p.add_argument("--address", metavar="ADDR",
+                   help="Ray cluster address, e.g. 127.0.0.1:6379 (default: $RAY_ADDRESS, "
+                   "else a new local Ray instance)")
+    p.add_argument("--workers", type=int,
+                   help="parallel jobs (local default: the CPUs "
+                   "available to this process; Ray default: as many as the cluster runs)")
+    p.add_argument("--max-members", type=int, default=10, metavar="M",
+                   help="max runs trained together in one ensemble (default 10)")
+    p.add_argument("--force", action="store_true",
+                   help="run in a folder that contains another sweep, and replace run "
+                   "folders whose config differs")
+    p.add_argument("--no-analysis", action="store_true",
+                   help="train only; the table then shows analyses that are already up "
+                   "to date")
+    p.add_argument("--cache-dir", type=Path, help="Ising dataset cache (~/.cache/groklab)")
+    _quiet_option(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="groklab",
@@ -163,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (_train_parser, _analyze_parser, _compare_parser, _demo_parser,
-                _ising_data_parser, _ising_import_parser):
+                _sweep_parser, _ising_data_parser, _ising_import_parser):
         add(sub)
     return parser
 
@@ -171,20 +224,61 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_train(args) -> None:
     from groklab.training.loop import train
 
+    if args.resume is not None:
+        _resume_train(args)
+        return
+    for flag in ("task", "regime"):
+        if getattr(args, flag) is None:
+            raise ConfigError(
+                f"the following arguments are required: --{flag} (or --resume RUN_DIR)"
+            )
     for pair in args.overrides:
         if pair.partition("=")[0].strip() in ("task", "regime"):
             raise ConfigError(
                 f"invalid override {pair!r}: set the task and regime with --task and "
                 "--regime"
             )
-    base = {"task": args.task, "regime": args.regime}
-    for key in ("alpha", "epochs", "seed"):
-        if getattr(args, key) is not None:
-            base[key] = getattr(args, key)
-    config = apply_overrides(RunConfig, base, args.overrides)
+    config = apply_overrides(RunConfig, _train_base(args), args.overrides)
     out = args.out or Path("runs") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
     train(config, out, cache_dir=args.cache_dir, force=args.force, progress=not args.quiet)
     print(f"run folder: {out}")
+
+
+def _train_base(args) -> dict:
+    """Return the config fields set by train's own options."""
+    base = {key: getattr(args, key) for key in ("task", "regime")
+            if getattr(args, key) is not None}
+    for key in ("alpha", "epochs", "seed"):
+        if getattr(args, key) is not None:
+            base[key] = getattr(args, key)
+    return base
+
+
+def _resume_train(args) -> None:
+    """Continue ``args.resume`` with its stored config; other options must match it."""
+    from groklab.training.loop import train
+    from groklab.training.runfolder import read_run
+
+    for flag in ("out", "force"):
+        if getattr(args, flag):
+            raise ConfigError(
+                f"--{flag} cannot be combined with --resume: resume continues the run "
+                f"folder {args.resume} in place"
+            )
+    stored = read_run(args.resume, allow_unfinished=True).config
+    requested = apply_overrides(
+        RunConfig, {**stored.to_dict(), **_train_base(args)}, args.overrides
+    )
+    for key, value in requested.to_dict().items():
+        if value != stored.to_dict()[key]:
+            raise ConfigError(
+                f"{key} {value!r} differs from {stored.to_dict()[key]!r} in "
+                f"{args.resume / 'config.json'}: --resume continues the stored config, "
+                "so drop the option or train a new run"
+            )
+    train(stored, args.resume, cache_dir=args.cache_dir, progress=not args.quiet,
+          resume=True)
+    print(f"run folder: {args.resume}")
 
 
 def _run_analyze(args) -> None:
@@ -202,6 +296,42 @@ def _run_compare(args) -> None:
     report = compare_runs(args.runs, args.out, config, progress=not args.quiet,
                           force=args.force, cache_dir=args.cache_dir)
     print(f"report: {report}")
+
+
+def _run_sweep(args) -> int:
+    from groklab.sweep import SweepOptions, SweepSpec, parse_grids, parse_seeds, run_sweep
+
+    spec = SweepSpec(
+        task=args.task,
+        regime=args.regime,
+        grid=parse_grids(args.grid),
+        seeds=parse_seeds(args.seeds),
+        overrides=args.overrides,
+    )
+    analysis_config = apply_overrides(AnalysisConfig, {}, args.analysis_overrides)
+    options = SweepOptions(
+        backend=args.backend,
+        address=args.address,
+        workers=args.workers,
+        max_members=args.max_members,
+        force=args.force,
+        analysis=not args.no_analysis,
+        cache_dir=args.cache_dir,
+        progress=not args.quiet,
+    )
+    result = run_sweep(spec, analysis_config, args.out, options)
+    print(f"results: {result.table} ({len(result.rows)} runs)")
+    for figure in result.figures:
+        print(f"figure: {figure}")
+    if result.unfinished_runs or result.failed_analyses:
+        print(
+            f"groklab sweep: {len(result.unfinished_runs)} run(s) not finished and "
+            f"{len(result.failed_analyses)} analysis(es) failed; see the state and "
+            f"analysis columns of {result.table}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def _run_demo(args) -> None:
@@ -276,6 +406,7 @@ COMMANDS = {
     "analyze": _run_analyze,
     "compare": _run_compare,
     "demo": _run_demo,
+    "sweep": _run_sweep,
     "ising-data": _run_ising_data,
     "ising-import": _run_ising_import,
 }
@@ -287,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:  # usage errors and --help
         return stop.code if isinstance(stop.code, int) else EXIT_USAGE
     try:
-        COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
     except ValueError as err:
         # Invalid input (config, run folder, checkpoint, dataset) arrives as a
         # ValueError subclass with a one-line message; set GROKLAB_DEBUG=1 to
@@ -314,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"groklab {args.command}: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

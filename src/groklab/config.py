@@ -336,13 +336,13 @@ def apply_overrides(config_cls: type, base: dict[str, Any], pairs: list[str]) ->
                 f"unknown config key {key!r} in {pair!r}: known keys are "
                 f"{', '.join(sorted(hints))}"
             )
-        values[key] = _parse_value(key, raw.strip(), hints[key])
+        values[key] = parse_value(key, raw.strip(), hints[key])
     return _from_dict(config_cls, values)
 
 
-def _parse_value(key: str, raw: str, hint: Any) -> Any:
+def parse_value(key: str, raw: str, hint: Any) -> Any:
     """Convert the text ``raw`` to the type annotated for ``key``."""
-    base = _unwrap_optional(hint)
+    base = unwrap_optional(hint)
     if raw.lower() == "none" and base is not hint:
         return None
     try:
@@ -392,7 +392,7 @@ def _from_dict(config_cls: type, data: dict[str, Any]) -> Any:
         raise ConfigError(f"invalid config: {err}") from None
 
 
-def _unwrap_optional(hint: Any) -> Any:
+def unwrap_optional(hint: Any) -> Any:
     """Return ``X`` for ``X | None`` and ``hint`` itself otherwise."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         return next(a for a in typing.get_args(hint) if a is not type(None))
@@ -400,7 +400,7 @@ def _unwrap_optional(hint: Any) -> Any:
 
 
 def _check_type(key: str, value: Any, hint: Any) -> None:
-    base = _unwrap_optional(hint)
+    base = unwrap_optional(hint)
     if value is None and base is not hint:
         return
     if isinstance(base, type) and issubclass(base, Enum):

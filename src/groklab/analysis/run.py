@@ -42,8 +42,13 @@ def analyze_run(
     *,
     progress: bool = True,
     cache_dir: Path | None = None,
+    figures: bool = True,
 ) -> dict[str, Any]:
-    """Compute every analysis of ``run_dir``, write analysis.json and figures, return it."""
+    """Compute every analysis of ``run_dir``, write analysis.json and figures, return it.
+
+    ``figures=False`` skips the per-run figures, which take most of the time of
+    a small run's analysis; sweeps draw their own aggregate figures instead.
+    """
     config = config or AnalysisConfig()
     run = read_run(run_dir)
     torch.set_num_threads(run.config.threads)
@@ -87,9 +92,10 @@ def analyze_run(
     if data.dataset is not None:
         result["dataset"] = _json_safe(dataset_diagnostics(data.dataset, *data.split))
     write_json(run.path / ANALYSIS_FILE, result)
-    from groklab.report.figures import write_run_figures
+    if figures:
+        from groklab.report.figures import write_run_figures
 
-    write_run_figures(run.path, result)
+        write_run_figures(run.path, result)
     return result
 
 
