@@ -2,7 +2,8 @@
 
 ``core`` defines the orders, scopes and result types, ``curve`` the public
 curve and compression-factor functions, ``evaluators`` the reference and
-batched evaluators, and ``incremental`` the exact fast path for ModAddMLP.
+batched evaluators, ``incremental`` the exact fast path for ModAddMLP, and
+``cnn`` the fast path for IsingCNN.
 """
 
 from groklab.analysis.pruning.core import (

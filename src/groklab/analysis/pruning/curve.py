@@ -26,7 +26,7 @@ from groklab.analysis.pruning.evaluators import (
     EvaluationMethod,
     ReferenceEvaluator,
 )
-from groklab.analysis.pruning import incremental
+from groklab.analysis.pruning import cnn, incremental
 
 DEFAULT_POINTS = 201
 DEFAULT_MEMORY_MB = 1024
@@ -130,10 +130,12 @@ def make_evaluator(
         raise ValueError(f"batch_size {batch_size} is invalid: use an integer >= 1")
     if method is EvaluationMethod.AUTO:
         # NOTE: BATCHED was 2.8x slower than REFERENCE for IsingCNN on one CPU
-        # thread (benchmarks/analysis_speed.py, torch 2.13 CPU), because vmap
-        # over conv weights runs slowly there, so AUTO leaves it out.
+        # thread (torch 2.13 CPU), because vmap over conv weights runs slowly
+        # there, so AUTO leaves it out.
         method = EvaluationMethod.REFERENCE
-        if incremental.applies(model, vector.params, inputs):
+        if cnn.applies(model, vector.params, inputs):
+            method = EvaluationMethod.CACHED
+        elif incremental.applies(model, vector.params, inputs):
             state = incremental.state_bytes(len(inputs), *_modadd_sizes(vector))
             if state <= memory_mb * 2**20:
                 method = EvaluationMethod.INCREMENTAL
@@ -141,6 +143,10 @@ def make_evaluator(
         return ReferenceEvaluator(model, vector, inputs, targets, batch_size)
     if method is EvaluationMethod.BATCHED:
         return BatchedEvaluator(model, vector, inputs, targets, batch_size, memory_mb)
+    if method is EvaluationMethod.CACHED:
+        return cnn.CachedCNNEvaluator(
+            model, vector, inputs, targets, batch_size, memory_mb
+        )
     return incremental.IncrementalModAddEvaluator(
         model, vector, inputs, targets, memory_mb
     )

@@ -2,10 +2,12 @@
 
 Every evaluator computes the same thing: for a list of pruned counts of one
 scope, the mean cross-entropy (nats) and accuracy on fixed inputs. They differ
-in cost. The reference evaluator runs one forward pass per count, the batched
-one runs several masked parameter sets at once with ``torch.func.vmap``, and
-the incremental one (ModAddMLP only, see ``incremental``) updates the logits
-in place as entries are zeroed or restored.
+in cost. The reference evaluator runs one forward pass per count, and the
+batched one runs several masked parameter sets at once with
+``torch.func.vmap``. The incremental one (ModAddMLP only, see
+``incremental``) updates the logits in place as entries are zeroed or
+restored. The cached one (IsingCNN only, see ``cnn``) shares conv
+activations between counts.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class EvaluationMethod(str, Enum):
     """Algorithm that evaluates a pruning curve. All agree up to roundoff."""
 
     # INCREMENTAL for a standard ModAddMLP whose state fits the memory
-    # budget, REFERENCE for every other model.
+    # budget, CACHED for a standard IsingCNN, REFERENCE for every other model.
     AUTO = "auto"
     # One forward pass per pruned count, in the model's dtype.
     REFERENCE = "reference"
@@ -34,6 +36,8 @@ class EvaluationMethod(str, Enum):
     BATCHED = "batched"
     # Exact float64 updates of the ModAddMLP logits between counts.
     INCREMENTAL = "incremental"
+    # IsingCNN only: one conv pass per distinct conv mask, fc layers batched.
+    CACHED = "cached"
 
 
 class CurveEvaluator(Protocol):
