@@ -147,6 +147,16 @@ def test_sweep_no_analysis_lists_unanalysed(swept, tmp_path):
     assert not (out / "runs" / RUN_NAMES[0] / "analysis.json").exists()
 
 
+def test_sweep_damaged_finished_run_fails(swept, tmp_path, capsys):
+    out = copy_of(swept, tmp_path)
+    (out / "runs" / RUN_NAMES[0] / "metrics.csv").unlink()
+    assert sweep(out) == 1
+    rows = read_table(out)
+    assert [row["analysis"] for row in rows] == ["failed", "done", "done", "done"]
+    assert rows[0]["state"] == "finished"
+    assert f"analysis of {RUN_NAMES[0]} failed" in capsys.readouterr().err
+
+
 def test_sweep_other_grid_needs_force(swept, tmp_path, capsys):
     out = copy_of(swept, tmp_path)
     record = (out / "sweep.json").read_bytes()

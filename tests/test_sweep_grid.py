@@ -35,6 +35,8 @@ def test_parse_seeds_forms(text, expected):
         ("1,,2", "invalid --seeds '1,,2'"),
         ("5-2", "the start must not exceed the end, e.g. 2-5"),
         ("0-3,2", "seed 2 appears twice"),
+        ("0-100000000", "more than 100000 seeds"),
+        ("0-60000,70000-130000", "more than 100000 seeds"),
     ],
 )
 def test_parse_seeds_rejects(text, fragment):
@@ -74,6 +76,12 @@ def test_parse_grids_rejects(texts, fragment):
 def spec(grid=("alpha=0.1,10",), seeds="0-1", overrides=(), regime=None):
     return SweepSpec("modadd", regime, parse_grids(list(grid)), parse_seeds(seeds),
                      list(overrides))
+
+
+def test_expansion_rejects_too_many_runs():
+    too_many = spec(["alpha=0.1,10"], "0-50000")
+    with pytest.raises(ConfigError, match="give 100002 runs, more than the 100000"):
+        too_many.points()
 
 
 def test_expansion_order_and_names():

@@ -8,8 +8,12 @@ the backend or on the order in which jobs finish.
 from __future__ import annotations
 
 import logging
+import multiprocessing.connection
 import os
+import signal
 import socket
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
@@ -36,7 +40,12 @@ def available_cpus() -> int:
 
 
 class LocalBackend:
-    """Runs jobs in a pool of ``workers`` spawned processes on this machine."""
+    """Runs jobs in a pool of ``workers`` spawned processes on this machine.
+
+    Workers ignore SIGINT, so a Ctrl-C interrupts only the driver, which then
+    stops the running jobs through :meth:`close`. A worker whose driver dies
+    (SIGKILL) stops its job and exits instead of training on unattended.
+    """
 
     name = "local"
 
@@ -47,35 +56,99 @@ class LocalBackend:
     def map(
         self, fn: Callable, arguments: Sequence[tuple], desc: str, progress: bool
     ) -> list[Any]:
-        """Run ``fn(*args)`` for every tuple in ``arguments``; return results in order."""
+        """Run ``fn(*args)`` for every tuple in ``arguments``; return results in order.
+
+        At most ``workers`` jobs are submitted at a time, so no job waits in the
+        pool's queue, where an interruption could no longer cancel it.
+        """
         if not arguments:
             return []
         if self._pool is None:
             # Spawned, not forked: a forked child would inherit the parent's torch
             # thread pool state, which is not fork-safe. Started on first use, so
             # a sweep with nothing to do starts no process.
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
-        futures = [self._pool.submit(fn, *args) for args in arguments]
-        bar = _bar(len(futures), desc, progress)
-        pending: set[Future] = set(futures)
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=get_context("spawn"),
+                initializer=_init_worker,
+            )
+        queue = list(enumerate(arguments))
+        in_flight: dict[Future, int] = {}
+        results: list[Any] = [None] * len(arguments)
+        bar = _bar(len(arguments), desc, progress)
         try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            while queue or in_flight:
+                while queue and len(in_flight) < self.workers:
+                    index, args = queue.pop(0)
+                    in_flight[self._pool.submit(_run_job, fn, args)] = index
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in done:
-                    future.result()  # raises the job's exception at once
+                    # Raises the job's exception at once.
+                    results[in_flight.pop(future)] = future.result()
                 bar.update(len(done))
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
         finally:
             bar.close()
-        return [future.result() for future in futures]
+        return results
 
     def close(self, *, cancel: bool = False) -> None:
-        """Shut the pool down; with ``cancel``, drop queued jobs instead of running them."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+        """Shut the pool down; with ``cancel``, interrupt the running jobs first.
+
+        An interrupted job marks its unfinished runs ``interrupted`` before its
+        worker exits, so this waits for the workers either way.
+        """
+        if self._pool is None:
+            return
+        if cancel:
+            # NOTE: ProcessPoolExecutor has no public way to signal its workers
+            # before Python 3.14, so this reads its private process table. The
+            # SIGTERM becomes a KeyboardInterrupt in the job (see _on_sigterm).
+            for process in list(getattr(self._pool, "_processes", {}).values()):
+                if process.is_alive():
+                    process.terminate()
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
+
+
+# Whether this worker process is inside a job; read by its signal handler.
+_job_running = False
+
+
+def _init_worker() -> None:
+    """Set up a pool worker: ignore Ctrl-C, stop jobs on SIGTERM, watch the driver."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    threading.Thread(target=_watch_driver, daemon=True).start()
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    # An idle worker ignores SIGTERM: the pool's shutdown ends it.
+    if _job_running:
+        raise KeyboardInterrupt
+
+
+def _run_job(fn: Callable, args: tuple) -> Any:
+    global _job_running
+    _job_running = True
+    try:
+        return fn(*args)
+    finally:
+        _job_running = False
+
+
+def _watch_driver(grace: float = 60.0) -> None:
+    """Stop this worker's job and exit once the driver process has died.
+
+    The job gets ``grace`` seconds to mark its runs interrupted.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    multiprocessing.connection.wait([parent.sentinel])
+    if _job_running:
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while _job_running and time.monotonic() < deadline:
+            time.sleep(0.1)
+    os._exit(1)
 
 
 class RayBackend:

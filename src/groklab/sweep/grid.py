@@ -22,6 +22,11 @@ from groklab.config import (
     apply_overrides,
 )
 
+# Upper bound on the runs of one sweep, checked before the grid is expanded so
+# that a mistyped range such as 0-100000000 fails at once instead of filling
+# memory.
+MAX_RUNS = 100_000
+
 # Keys that a sweep sets through its own options instead of --grid or --set.
 RESERVED_KEYS = {
     "task": "--task (one task per sweep)",
@@ -61,6 +66,12 @@ class SweepSpec:
         to the same folder name; nothing is written either way.
         """
         _check_overrides(self.overrides, self.keys, self.regime)
+        count = math.prod(len(values) for _, values in self.grid) * len(self.seeds)
+        if count > MAX_RUNS:
+            raise ConfigError(
+                f"the grid and --seeds give {count} runs, more than the {MAX_RUNS} "
+                "one sweep may have: use fewer values or seeds, or split the sweep"
+            )
         points = []
         for combination in itertools.product(*(values for _, values in self.grid)):
             values = dict(zip(self.keys, combination))
@@ -108,12 +119,19 @@ def parse_seeds(text: str) -> list[int]:
                 f"invalid seed range {item!r} in --seeds: the start must not exceed "
                 f"the end, e.g. {stop}-{start}"
             )
+        if len(seeds) + stop - start + 1 > MAX_RUNS:
+            raise ConfigError(
+                f"--seeds {text!r} gives more than {MAX_RUNS} seeds, the most runs one "
+                "sweep may have: use a smaller range"
+            )
         seeds.extend(range(start, stop + 1))
-    duplicates = sorted({s for s in seeds if seeds.count(s) > 1})
-    if duplicates:
-        raise ConfigError(
-            f"seed {duplicates[0]} appears twice in --seeds {text!r}: list each seed once"
-        )
+    seen: set[int] = set()
+    for seed in seeds:
+        if seed in seen:
+            raise ConfigError(
+                f"seed {seed} appears twice in --seeds {text!r}: list each seed once"
+            )
+        seen.add(seed)
     return seeds
 
 

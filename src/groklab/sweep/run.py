@@ -251,19 +251,26 @@ def _analyse(backend, points, out, analysis_config, options) -> list[str]:
     if not options.analysis:
         return []
     todo = []
+    broken = []
     for point in points:
         run_dir = run_dir_of(out, point)
         try:
             read_run(run_dir)
-        except RunFolderError:
-            continue  # not finished: nothing to analyse
+        except RunFolderError as err:
+            # A run marked finished whose files are missing or damaged cannot be
+            # analysed, and must not pass as merely unanalysed.
+            if _is_finished(run_dir, point.config):
+                broken.append(point.name)
+                print(f"groklab sweep: analysis of {point.name} failed: {err}",
+                      file=sys.stderr)
+            continue
         if current_analysis(run_dir, analysis_config) is None:
             todo.append(point)
     root = out.resolve()
     cache = str(options.cache_dir.resolve()) if options.cache_dir else None
     arguments = [(str(run_dir_of(root, p)), analysis_config, cache) for p in todo]
     results = backend.map(jobs.analyze, arguments, "runs analysed", options.progress)
-    failed = []
+    failed = broken
     for point, result in zip(todo, results):
         if not result["ok"]:
             failed.append(point.name)
