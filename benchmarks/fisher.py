@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from common import summary, time_call, usable_cpus, write_json
+from common import summary, time_call, write_json
 from groklab.analysis.fisher import fisher_diagonal, fisher_diagonal_reference
 from groklab.models import IsingCNN, ModAddMLP
 
@@ -76,8 +76,8 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=3, help="timed runs per side (3)"
     )
-    parser.add_argument("--threads", type=int, default=usable_cpus(),
-                        help="PyTorch threads (default: the usable CPUs)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="PyTorch threads (1, as groklab analyses)")
     parser.add_argument("--inputs", type=int, default=512,
                         help="IsingCNN inputs the diagonal averages over (512)")
     parser.add_argument("--mlp-inputs", type=int, default=64,
