@@ -97,8 +97,8 @@ def fisher_diagonals(
     the module's values. The result maps every parameter name to a (K, *shape)
     tensor. Both methods run under ``vmap`` over the K sets. Chunks of
     checkpoints and inputs are sized so that their estimated temporaries fit
-    ``memory_mb``; ``chunk_size``, when given, fixes the inputs per chunk
-    (JACOBIAN keeps outputs x parameters numbers per input and checkpoint).
+    ``memory_mb``. A given ``chunk_size`` fixes the inputs per chunk instead.
+    JACOBIAN keeps outputs x parameters numbers per input and checkpoint.
     """
     form = _parse(FisherForm, form, "form")
     method = _parse(FisherMethod, method, "method")

@@ -49,7 +49,7 @@ MEMBER_FIELDS = ("seed", "alpha", "lr", "weight_decay", "regime")
 
 @dataclass
 class MemberOutcome:
-    """What happened to one member's run folder."""
+    """Outcome of one member's run folder after training."""
 
     run_dir: Path
     state: str

@@ -226,7 +226,7 @@ class IncrementalModAddEvaluator:
     def _update_hidden(self, pairs: Tensor) -> None:
         """Recompute pre and h at ``pairs`` exactly and add their effect on logits.
 
-        ``pairs`` holds flat indices unit x N + input into the (hidden, N) state.
+        ``pairs`` contains flat indices unit x N + input into the (hidden, N) state.
         """
         n_inputs = self.h.shape[1]
         w2_columns = self.params["fc2.weight"].T.contiguous()  # hidden P
