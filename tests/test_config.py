@@ -89,7 +89,8 @@ def test_from_dict_rejects_bad_data(data, fragment):
 @pytest.mark.parametrize(
     "pairs",
     [["fisher_form=empirical"], ["pruning_orders=random"], ["tolerance=1"], ["top_k=0"],
-     ["memory_mb=8"], ["fisher_chunk_size=0"]],
+     ["memory_mb=8"], ["fisher_chunk_size=0"], ["pruning_checkpoints=-1"],
+     ["pruning_over_time_fractions=3"]],
 )
 def test_analysis_config_validation(pairs):
     with pytest.raises(ConfigError):

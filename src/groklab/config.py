@@ -267,6 +267,15 @@ class AnalysisConfig:
     """Number of key frequencies reported for modular addition."""
     max_checkpoints: int = 200
     """At most this many checkpoints, evenly spread, enter the geometry."""
+    pruning_checkpoints: int = 8
+    """Checkpoints at which the global pruning curves and compression factors are
+    measured again (0 skips that step and leaves ``pruning_over_time`` out).
+
+    They come from the geometry checkpoints: evenly spread, plus the final one
+    and those nearest the train-fit and test-fit epochs.
+    """
+    pruning_over_time_fractions: int = 51
+    """Pruned fractions on each curve at those checkpoints (``default_fractions``)."""
     seed: int = 0
     """Seed for choosing held-out inputs and for probe splits."""
 
@@ -291,6 +300,10 @@ class AnalysisConfig:
                  "use an integer >= 4")
         _require(self.max_checkpoints >= 3, "max_checkpoints", self.max_checkpoints,
                  "use an integer >= 3")
+        _require(self.pruning_checkpoints >= 0, "pruning_checkpoints",
+                 self.pruning_checkpoints, "use an integer >= 0, or 0 to skip")
+        _require(self.pruning_over_time_fractions >= 4, "pruning_over_time_fractions",
+                 self.pruning_over_time_fractions, "use an integer >= 4")
         _require(0 <= self.tolerance < 1, "tolerance", self.tolerance,
                  "use a value in [0, 1), e.g. 0.01 for 1 %")
         _require(0 < self.linear_fit_max_fraction <= 1, "linear_fit_max_fraction",

@@ -22,6 +22,7 @@ from groklab.analysis.ising_data import dataset_diagnostics
 from groklab.analysis.geometry import summary_statistics, trajectory_measures
 from groklab.analysis.pruning import (
     compression_factor,
+    default_fractions,
     linear_fit,
     pruning_curve,
     saliency,
@@ -71,6 +72,10 @@ def analyze_run(
         ("features_over_time", lambda: _features_over_time(
             run, model, trajectory, data, config)),
     ]
+    if config.pruning_checkpoints > 0:
+        # The lambda reads result["timing"] when it runs, after the timing step.
+        steps.append(("pruning_over_time", lambda: _pruning_over_time(
+            model, trajectory, data, held_out, result["timing"], config)))
     result: dict[str, Any] = {
         "run": run.config.name,
         "task": run.config.task.value,
@@ -245,6 +250,109 @@ def _select(checkpoints: list, limit: int) -> list:
         return checkpoints
     picks = np.unique(np.round(np.linspace(0, len(checkpoints) - 1, limit)).astype(int))
     return [checkpoints[i] for i in picks]
+
+
+def _pruning_over_time(
+    model, trajectory, data, held_out, timing: dict[str, Any], config: AnalysisConfig
+) -> dict[str, Any]:
+    """Measure global compression factors and linear fits at chosen checkpoints.
+
+    Each checkpoint gets its own Fisher diagonal on the held-out pruning
+    inputs, so the saliency order follows the model as it trains. Factors are
+    inf when every parameter can be pruned within the tolerance.
+    ``base_accuracy`` is the unpruned test accuracy at each checkpoint.
+    NOTE: where it is near chance, as before the test fit, the tolerance is
+    easy to meet, so factors there are large or inf and mean little.
+    """
+    fit_epochs = [timing.get("epoch_test_fit"), timing.get("epoch_train_fit")]
+    picks = select_pruning_checkpoints(
+        [epoch for epoch, _ in trajectory], config.pruning_checkpoints, fit_epochs
+    )
+    fractions = default_fractions(config.pruning_over_time_fractions)
+    columns = ("compression_factor", "n_kept", "linear_fit_r2", "linear_fit_slope")
+    orders = {order: {key: [] for key in columns} for order in config.pruning_orders}
+    base_accuracy = []
+    for index in picks:
+        params = trajectory[index][1]
+        fisher = fisher_diagonal(
+            model, held_out["pruning"], config.fisher_form, params=params,
+            chunk_size=config.fisher_chunk_size, memory_mb=config.memory_mb,
+        )
+        for order in config.pruning_orders:
+            record = _compressibility(model, params, fisher, order, data, fractions, config)
+            for key in columns:
+                orders[order][key].append(record[key])
+        base_accuracy.append(record["base_accuracy"])
+    epochs = [int(trajectory[index][0]) for index in picks]
+    return {
+        "epochs": epochs,
+        "tolerance": config.tolerance,
+        "fisher_form": config.fisher_form,
+        "fisher_inputs": len(held_out["pruning"]),
+        "n_fractions": len(fractions),
+        "base_accuracy": base_accuracy,
+        "orders": orders,
+        "epoch_peak_compression": {
+            order: _peak_epoch(epochs, values["compression_factor"])
+            for order, values in orders.items()
+        },
+    }
+
+
+def _compressibility(model, params, fisher, order, data, fractions, config) -> dict:
+    """Return one checkpoint's compression factor and linear fit for ``order``."""
+    scores = saliency(params, fisher, order)
+    args = (model, params, scores, data.test_inputs, data.test_targets)
+    curve = pruning_curve(*args, fractions, order=order, memory_mb=config.memory_mb)
+    compression = compression_factor(
+        *args, tolerance=config.tolerance, curve=curve, order=order,
+        memory_mb=config.memory_mb,
+    )
+    fit = linear_fit(curve.fractions, curve.loss,
+                     max_fraction=config.linear_fit_max_fraction)
+    return {
+        "compression_factor": float(compression.factor),
+        "n_kept": int(compression.n_kept),
+        "linear_fit_r2": float(fit.r2),
+        "linear_fit_slope": float(fit.slope),
+        "base_accuracy": float(compression.base_accuracy),
+    }
+
+
+def select_pruning_checkpoints(
+    epochs: list[int], limit: int, fit_epochs: list[int | None]
+) -> list[int]:
+    """Return sorted indices of at most ``limit`` entries of ``epochs`` to prune at.
+
+    The last entry comes first, then the entry nearest each defined epoch of
+    ``fit_epochs`` in the order given. Evenly spread entries fill the rest,
+    as many as fit without exceeding ``limit``.
+    """
+    if limit < 1:
+        return []
+    last = len(epochs) - 1
+    required = [last]
+    for target in fit_epochs:
+        if target is not None:
+            nearest = int(np.argmin([abs(epoch - target) for epoch in epochs]))
+            if nearest not in required:
+                required.append(nearest)
+    required = required[:limit]
+    chosen = set(required)
+    for n_even in range(limit, 0, -1):
+        spread = np.round(np.linspace(0, last, n_even)).astype(int).tolist()
+        candidate = set(required) | set(spread)
+        if len(candidate) <= limit:
+            chosen = candidate
+            break
+    return sorted(chosen)
+
+
+def _peak_epoch(epochs: list[int], factors: list[float]) -> int | None:
+    """Return the epoch of the largest finite factor, the earliest on ties."""
+    finite = [(factor, -epoch) for epoch, factor in zip(epochs, factors)
+              if math.isfinite(factor)]
+    return -max(finite)[1] if finite else None
 
 
 def _geometry(model, trajectory, held_out, config: AnalysisConfig) -> dict:

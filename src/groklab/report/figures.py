@@ -63,12 +63,14 @@ def _log_scale_y(ax) -> None:
         ax.set_yscale("log")
 
 
-def _mark_times(ax, timing: dict[str, Any]) -> None:
+def _mark_times(
+    ax, timing: dict[str, Any], color: str = "black", prefix: str = ""
+) -> None:
     styles = {"epoch_train_fit": ("--", "train fit"), "epoch_test_fit": (":", "test fit")}
     for key, (style, label) in styles.items():
         if timing.get(key) is not None:
-            ax.axvline(timing[key], color="black", linestyle=style, linewidth=1,
-                       label=f"{label} ({timing[key]})")
+            ax.axvline(timing[key], color=color, linestyle=style, linewidth=1,
+                       label=f"{prefix}{label} ({timing[key]})")
 
 
 def plot_training_curves(views: list[RunView]) -> Figure:
@@ -276,6 +278,68 @@ def plot_features_over_time(views: list[RunView]) -> Figure:
     return fig
 
 
+def plot_compressibility_over_time(views: list[RunView]) -> Figure:
+    """Plot the global compression factor at each pruned checkpoint, per regime.
+
+    The Fisher order is drawn thick and other orders thin. A factor with no
+    parameter kept is unbounded, so it is marked at the top edge of the axes.
+    Views without ``pruning_over_time`` (older analyses) are left out.
+    """
+    views = [view for view in views if "pruning_over_time" in view.analysis]
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(6.4, 3.8))
+        max_epoch = 0.0
+        for view in views:
+            record = view.analysis["pruning_over_time"]
+            epochs = np.array(record["epochs"], dtype=float)
+            max_epoch = max(max_epoch, epochs.max(initial=0.0))
+            for order, entry in record["orders"].items():
+                _plot_compression_line(ax, view, order, epochs, entry)
+            _mark_times(ax, view.analysis.get("timing", {}), view.color,
+                        f"{view.label}: ")
+        _epoch_axis(ax, max_epoch)
+        if any(_has_finite_factor(view) for view in views):
+            ax.set_yscale("log")
+        ax.set_ylabel("compression factor (total / kept)")
+        if views:
+            record = views[0].analysis["pruning_over_time"]
+            ax.set_title(f"Compressibility through training ({record['fisher_form']} "
+                         f"Fisher, tolerance {record['tolerance']:g})")
+        else:
+            ax.set_title("Compressibility through training (not measured)")
+        if ax.get_legend_handles_labels()[0]:
+            # Outside the axes, because the lines span the whole epoch range.
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        fig.tight_layout()
+    return fig
+
+
+def _has_finite_factor(view: RunView) -> bool:
+    orders = view.analysis["pruning_over_time"]["orders"].values()
+    return any(
+        np.isfinite(_values(entry["compression_factor"])).any() for entry in orders
+    )
+
+
+def _plot_compression_line(ax, view: RunView, order: str, epochs, entry) -> None:
+    factors = _values(entry["compression_factor"])
+    unbounded = np.array(
+        [kept == 0 for kept in entry["n_kept"]], dtype=bool
+    ) | np.isposinf(factors)
+    factors[unbounded] = np.nan
+    thick = order == "fisher"
+    styles = {"fisher": "-", "magnitude": "--", "fisher_theta2": "-."}
+    ax.plot(epochs, factors, styles.get(order, ":"), marker=".",
+            color=view.color, linewidth=2.0 if thick else 0.9,
+            markersize=5 if thick else 3, label=f"{view.label}, order {order}")
+    if unbounded.any():
+        # x in data units, y in axes units: the marker sits at the top edge.
+        label = f"{view.label}: unbounded (none kept)" if thick else "_nolegend_"
+        ax.plot(epochs[unbounded], np.full(int(unbounded.sum()), 0.97), "^",
+                color=view.color, markersize=5 if thick else 3,
+                transform=ax.get_xaxis_transform(), label=label)
+
+
 def plot_ising_diagnostics(diagnostics: dict[str, Any]) -> Figure:
     """Plot sampled energy and |m| against T with exact curves, class balance, examples."""
     rows = diagnostics["per_temperature"]
@@ -350,6 +414,8 @@ def task_figures(views: list[RunView]) -> dict[str, Figure]:
         "geometry_sloppy": plot_geometry(views, "sloppy"),
         "geometry_stiff": plot_geometry(views, "stiff"),
     }
+    if any("pruning_over_time" in view.analysis for view in views):
+        figures["compressibility_over_time"] = plot_compressibility_over_time(views)
     if "dataset" in views[0].analysis:
         figures["dataset"] = plot_ising_diagnostics(views[0].analysis["dataset"])
     return figures
