@@ -316,3 +316,47 @@ def test_train_resume_bad_input(tmp_path, capsys, args, fragment):
 def test_train_resume_missing_folder(tmp_path, capsys):
     code = main(["train", "--resume", str(tmp_path / "nowhere")])
     assert_one_line_error(capsys, code, "not found")
+
+
+def test_compare_writes_claims_for_several_seeds(tmp_path):
+    runs = [
+        train_tiny(tmp_path / f"s{seed}", "modadd", regime,
+                   extra=["--seed", str(seed), "--set", "p=13"])
+        for regime in ("grok", "steady") for seed in (0, 1)
+    ]
+    out = tmp_path / "report"
+    code = main(["compare", *map(str, runs), "--out", str(out), "--quiet",
+                 *TINY_ANALYSIS])
+    assert code == 0
+    entries = json.loads((out / "claims.json").read_text(), strict=True)
+    assert sorted(e["number"] for e in entries) == [1, 2, 3, 4, 5, 6]
+    for entry in entries:
+        assert entry["verdict"] in {"supported", "not_supported", "inconclusive"}
+    claim_1 = next(e for e in entries if e["number"] == 1)
+    assert claim_1["n_seeds"] == {"grok": 2, "steady": 2}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["modadd"]["grok"]["config"]["seed"] == 0
+    assert summary["modadd"]["claim_runs"]["steady"] == [
+        "modadd-steady-a0.1-s0", "modadd-steady-a0.1-s1"]
+    html = (out / "report.html").read_text()
+    assert '<table id="claims">' in html
+    assert "Copy as CSV" in html
+    assert '<figure id="modadd_pruning">' in html
+    assert json.loads((runs[1] / "config.json").read_text())["config"]["p"] == 13
+    assert (runs[0] / "figures" / "pruning.png").is_file()
+    assert not (runs[1] / "figures").exists()
+
+
+def test_compare_rejects_repeated_seed(tmp_path, capsys, modadd_pair):
+    again = train_tiny(tmp_path, "modadd", "grok")
+    code = main(["compare", *map(str, modadd_pair), str(again), "--out",
+                 str(tmp_path / "r")])
+    assert_one_line_error(capsys, code, "two modadd grok runs of seed 0 given")
+
+
+def test_compare_rejects_seeds_of_other_settings(tmp_path, capsys, modadd_pair):
+    other = train_tiny(tmp_path, "modadd", "grok",
+                       extra=["--seed", "1", "--set", "lr=1e-3"])
+    code = main(["compare", *map(str, modadd_pair), str(other), "--out",
+                 str(tmp_path / "r")])
+    assert_one_line_error(capsys, code, "differ in lr")

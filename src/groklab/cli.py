@@ -91,15 +91,18 @@ def _compare_parser(sub) -> None:
     p = sub.add_parser(
         "compare",
         help="write a side-by-side report of grokking and steady runs",
-        description="Compare a grokking run with a steady run of the same task (more "
-        "pairs, of other tasks, may follow). Analyses missing runs first; writes "
-        "report.html (self-contained) and summary.json into --out.",
+        description="Compare grokking runs with steady runs of the same task, one or "
+        "more seeds per regime, on one or both tasks. Analyses runs that lack an "
+        "analysis first. Writes report.html (self-contained; figures and tables show "
+        "the lowest seed of each regime), summary.json and claims.json (verdicts on "
+        "six claims from every seed; see docs/claims.md) into --out.",
     )
     p.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR",
-                   help="GROK_RUN STEADY_RUN [more run folders]")
+                   help="GROK_RUN STEADY_RUN [more run folders: other seeds or tasks]")
     p.add_argument("--out", type=Path, required=True, help="report folder")
     p.add_argument("--force", action="store_true",
-                   help="replace report.html and summary.json in an existing --out")
+                   help="replace report.html, summary.json and claims.json in an "
+                   "existing --out")
     _cache_option(p)
     _set_option(p, ", ".join(AnalysisConfig.__dataclass_fields__))
     _quiet_option(p)

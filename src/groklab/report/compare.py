@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from groklab.analysis.claim_inputs import evaluate_claims
 from groklab.analysis.run import ANALYSIS_FILE, analyze_run, load_analysis
 from groklab.config import AnalysisConfig
 from groklab.report.figures import RunView, save_figure, task_figures
@@ -14,28 +16,58 @@ from groklab.report.summary import regime_summary, task_comparison
 from groklab.training.runfolder import RunFolderError, read_run, versions, write_json, write_text
 
 
-def pair_runs(run_dirs: list[Path]) -> dict[str, dict[str, Path]]:
-    """Group run folders by task and regime; each task needs one grok and one steady run."""
-    pairs: dict[str, dict[str, Path]] = {}
+def pair_runs(run_dirs: list[Path]) -> dict[str, dict[str, list[Path]]]:
+    """Group run folders by task and regime, each list sorted by seed.
+
+    Each task needs at least one grok and one steady run. Runs of one task and
+    regime are seeds of one setting, so they may differ only in seed.
+    """
+    runs: dict[str, dict[str, list[tuple[int, Path]]]] = {}
     for run_dir in run_dirs:
-        run = read_run(run_dir)
-        task, regime = run.config.task.value, run.config.regime.value
-        slot = pairs.setdefault(task, {})
-        if regime in slot:
-            raise RunFolderError(
-                f"two {task} {regime} runs given ({slot[regime]} and {run_dir}): "
-                "pass one grok and one steady run per task"
-            )
-        slot[regime] = Path(run_dir)
-    for task, slot in pairs.items():
-        missing = {"grok", "steady"} - set(slot)
+        config = read_run(run_dir).config
+        task_runs = runs.setdefault(config.task.value, {})
+        slot = task_runs.setdefault(config.regime.value, [])
+        for seed, other in slot:
+            if seed == config.seed:
+                raise RunFolderError(
+                    f"two {config.task.value} {config.regime.value} runs of seed "
+                    f"{seed} given ({other} and {run_dir}): pass one run per seed"
+                )
+        slot.append((config.seed, Path(run_dir)))
+    pairs: dict[str, dict[str, list[Path]]] = {}
+    for task, regimes in runs.items():
+        missing = [regime for regime in ("grok", "steady") if regime not in regimes]
         if missing:
             raise RunFolderError(
-                f"no {task} {missing.pop()} run given: pass one grok and one steady run "
-                "per task"
+                f"no {task} {missing[0]} run given: pass at least one grok and one "
+                "steady run per task"
             )
-        _check_comparable(slot["grok"], slot["steady"])
+        pairs[task] = {regime: [d for _, d in sorted(regimes[regime])]
+                       for regime in ("grok", "steady")}
+        for regime_runs in pairs[task].values():
+            _check_seeds_of_one_setting(regime_runs)
+        for other in pairs[task]["steady"]:
+            _check_comparable(pairs[task]["grok"][0], other)
+        for other in pairs[task]["grok"][1:]:
+            _check_comparable(pairs[task]["grok"][0], other)
     return pairs
+
+
+# Run config fields that may differ between seeds of one task and regime.
+SEED_FIELDS = ("seed", "threads")
+
+
+def _check_seeds_of_one_setting(run_dirs: list[Path]) -> None:
+    first = read_run(run_dirs[0]).config.to_dict()
+    for run_dir in run_dirs[1:]:
+        config = read_run(run_dir).config.to_dict()
+        for name, value in first.items():
+            if name not in SEED_FIELDS and config[name] != value:
+                raise RunFolderError(
+                    f"runs {run_dirs[0]} and {run_dir} differ in {name} ({value} vs "
+                    f"{config[name]}): runs of one task and regime may differ only in "
+                    "seed"
+                )
 
 
 # Fields that fix the data split and the architecture; a comparison of regimes
@@ -59,6 +91,9 @@ def _check_comparable(grok_dir: Path, steady_dir: Path) -> None:
             )
 
 
+REPORT_FILES = ("report.html", "summary.json", "claims.json")
+
+
 def compare_runs(
     run_dirs: list[Path],
     out: Path,
@@ -68,46 +103,82 @@ def compare_runs(
     force: bool = False,
     cache_dir: Path | None = None,
 ) -> Path:
-    """Analyse runs that lack an analysis, then write report.html and summary.json.
+    """Analyse runs that lack an analysis, then write the report, summary and claims.
 
-    An existing report in ``out`` is replaced only with ``force``.
+    The figures and the summary table show the lowest seed of each task and
+    regime, and claims.json tests the six claims on every seed. An existing
+    report in ``out`` is replaced only with ``force``.
     """
     config = config or AnalysisConfig()
     pairs = pair_runs(run_dirs)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise RunFolderError(f"report folder {out} is a file: choose another --out")
-    existing = [n for n in ("report.html", "summary.json") if (out / n).exists()]
-    if existing and not force:
-        raise RunFolderError(
-            f"{out / existing[0]} already exists: pass --force to replace it or choose "
-            "another --out"
-        )
+    _check_out(out, force)
+    # Only the lowest seed of each regime is drawn in the report, so only those
+    # runs get per-run figures when they are analysed here.
+    analyses = {
+        run_dir: analysis_for(run_dir, config, progress, cache_dir,
+                              figures=index == 0)
+        for slot in pairs.values() for runs in slot.values()
+        for index, run_dir in enumerate(runs)
+    }
+    claim_entries = evaluate_claims(list(analyses.values()))
     summary: dict[str, Any] = {"versions": versions(), "analysis_config": config.to_dict()}
     sections = []
     for task, slot in sorted(pairs.items()):
         views, task_summary = [], {}
         for regime in ("grok", "steady"):
-            analysis = analysis_for(slot[regime], config, progress, cache_dir)
-            views.append(RunView(regime, read_run(slot[regime]).metrics, analysis))
+            lowest_seed_run = slot[regime][0]
+            analysis = analyses[lowest_seed_run]
+            views.append(RunView(regime, read_run(lowest_seed_run).metrics, analysis))
             task_summary[regime] = regime_summary(analysis)
         task_summary["comparison"] = task_comparison(task_summary["grok"], task_summary["steady"])
+        task_summary["claim_runs"] = {
+            regime: [analyses[d]["run"] for d in slot[regime]] for regime in slot
+        }
         summary[task] = task_summary
         figures = {
             name: save_figure(fig, out / "figures" / f"{task}_{name}")
             for name, fig in task_figures(views).items()
         }
         sections.append((task, task_summary, figures))
+    write_text(out / "claims.json", claims_json(claim_entries))
     write_json(out / "summary.json", summary)
     report = out / "report.html"
-    write_text(report, render_report(sections, summary))
+    write_text(report, render_report(sections, summary, claim_entries))
     return report
 
 
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"report folder {out} is a file: choose another --out")
+    existing = [n for n in REPORT_FILES if (out / n).exists()]
+    if existing and not force:
+        raise RunFolderError(
+            f"{out / existing[0]} already exists: pass --force to replace it or choose "
+            "another --out"
+        )
+
+
+def claims_json(entries: list[dict[str, Any]]) -> str:
+    """Serialise claim entries as strict JSON.
+
+    Raises ValueError on NaN or infinity, which strict JSON cannot hold.
+    """
+    return json.dumps(entries, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
 def analysis_for(
-    run_dir: Path, config: AnalysisConfig, progress: bool, cache_dir: Path | None = None
+    run_dir: Path,
+    config: AnalysisConfig,
+    progress: bool,
+    cache_dir: Path | None = None,
+    *,
+    figures: bool = True,
 ) -> dict[str, Any]:
-    """Reuse analysis.json when it was made with the same settings, else analyse."""
+    """Reuse analysis.json when it was made with the same settings, else analyse.
+
+    ``figures=False`` skips the per-run figures of a new analysis.
+    """
     if (Path(run_dir) / ANALYSIS_FILE).is_file():
         try:
             existing = load_analysis(run_dir)
@@ -117,4 +188,6 @@ def analysis_for(
             return existing
         print(f"groklab: re-analysing {run_dir}: its analysis.json used other settings",
               file=sys.stderr)
-    return analyze_run(run_dir, config, progress=progress, cache_dir=cache_dir)
+    return analyze_run(
+        run_dir, config, progress=progress, cache_dir=cache_dir, figures=figures
+    )

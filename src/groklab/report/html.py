@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import csv
 import html
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,9 @@ figure img { max-width: 100%; }
 figcaption { font-size: 0.9em; color: #444; }
 code, pre { background: #f6f6f6; }
 pre { padding: 0.5em; overflow-x: auto; font-size: 0.8em; }
+td.supported { background: #dfd; }
+td.not_supported { background: #fdd; }
+td.inconclusive { background: #eee; }
 """
 
 
@@ -117,15 +122,132 @@ def _section(task: str, task_summary: dict[str, Any], figures: dict[str, Path]) 
         caption = CAPTIONS.get(name, name)
         pdf = Path("figures") / f"{path.stem}.pdf"
         parts.append(
-            f"<figure>{_image(path)}<figcaption>{html.escape(caption)} "
+            f'<figure id="{html.escape(path.stem)}">{_image(path)}'
+            f"<figcaption>{html.escape(caption)} "
             f'(<a href="{pdf}">PDF</a>)</figcaption></figure>'
         )
     return "\n".join(parts)
 
 
-def render_report(sections: list[tuple[str, dict, dict]], summary: dict[str, Any]) -> str:
-    """Return the report page. Figures are embedded, so the file is self-contained."""
+CLAIM_COLUMNS = (
+    "number", "claim", "task", "verdict", "value", "spread", "n_seeds", "statistic",
+    "threshold", "figure",
+)
+
+# Copies the CSV text of the claims table to the clipboard. It runs in the
+# page only and loads nothing.
+COPY_SCRIPT = """
+function copyClaimsCsv() {
+  const text = document.getElementById("claims-csv").textContent;
+  navigator.clipboard.writeText(text).then(
+    () => { document.getElementById("claims-copy-status").textContent = "copied"; },
+    () => { document.getElementById("claims-copy-status").textContent =
+      "copy failed: select the CSV below instead"; });
+}
+"""
+
+
+def claims_csv(entries: list[dict[str, Any]]) -> str:
+    """Return the claim entries as CSV, one row per claim and task.
+
+    ``n_seeds`` is written as ``group=count`` pairs separated by semicolons.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CLAIM_COLUMNS)
+    for entry in entries:
+        row = dict(entry)
+        row["n_seeds"] = ";".join(f"{k}={v}" for k, v in entry["n_seeds"].items())
+        writer.writerow(["" if row[c] is None else row[c] for c in CLAIM_COLUMNS])
+    return buffer.getvalue()
+
+
+def _value_cell(entry: dict[str, Any]) -> str:
+    """Format the value with its spread (a factor for claim 3, else a difference)."""
+    value, spread = entry["value"], entry["spread"]
+    if value is None:
+        return "n/a"
+    if spread is None:
+        return _format(float(value))
+    if entry["id"] == "compression_factors":
+        return f"{_format(float(value))} \u00d7/\u00f7 {_format(float(spread))}"
+    return f"{_format(float(value))} \u00b1 {_format(float(spread))}"
+
+
+def _settings_note(details: dict[str, Any]) -> str:
+    """Name the pruning order and tolerance a claim was tested with, if it has them."""
+    settings = [
+        f"{name.replace('_', ' ')} {details[name]}"
+        for name in ("pruning_order", "tolerance")
+        if details.get(name) is not None
+    ]
+    return f" ({', '.join(settings)})" if settings else ""
+
+
+def _figure_links(entry: dict[str, Any], figure_ids: set[str]) -> str:
+    links = []
+    for stem in entry["figure"].split(", "):
+        name = html.escape(stem)
+        links.append(f'<a href="#{name}">{name}</a>' if stem in figure_ids else name)
+    return ", ".join(links)
+
+
+def _claims_section(entries: list[dict[str, Any]], figure_ids: set[str]) -> str:
+    header = "".join(
+        f"<th>{name}</th>" for name in (
+            "#", "claim", "task", "verdict", "value", "seeds", "statistic",
+            "threshold", "figure",
+        )
+    )
+    rows = [f"<tr>{header}</tr>"]
+    for entry in entries:
+        reason = entry["details"].get("reason")
+        verdict = html.escape(entry["verdict"].replace("_", " "))
+        if reason:
+            verdict += f"<br><small>{html.escape(reason)}</small>"
+        verdict_cell = f'<td class="{html.escape(entry["verdict"])}">{verdict}</td>'
+        before = [str(entry["number"]), entry["claim"], entry["task"]]
+        after = [
+            _value_cell(entry),
+            _format(entry["n_seeds"]),
+            entry["statistic"] + _settings_note(entry["details"]),
+            str(entry["threshold"]),
+        ]
+        row = (
+            "".join(f"<td>{html.escape(text)}</td>" for text in before)
+            + verdict_cell
+            + "".join(f"<td>{html.escape(text)}</td>" for text in after)
+            + f"<td>{_figure_links(entry, figure_ids)}</td>"
+        )
+        rows.append(f"<tr>{row}</tr>")
+    return f"""<h2>Claims</h2>
+<p>Verdicts on six claims of a published grokking study, from every seed given
+(the tables above show the lowest seed of each regime). A group with fewer than two
+seeds is inconclusive. The statistics and thresholds are defined in docs/claims.md of
+groklab; claims.json in this folder contains every entry with its inputs.</p>
+<table id="claims">{"".join(rows)}</table>
+<p><button type="button" onclick="copyClaimsCsv()">Copy as CSV</button>
+<span id="claims-copy-status"></span></p>
+<details><summary>CSV</summary>
+<pre id="claims-csv">{html.escape(claims_csv(entries))}</pre></details>
+<script>{COPY_SCRIPT}</script>"""
+
+
+def render_report(
+    sections: list[tuple[str, dict, dict]],
+    summary: dict[str, Any],
+    claims: list[dict[str, Any]] | None = None,
+) -> str:
+    """Return the report page. Figures are embedded, so the file is self-contained.
+
+    ``claims`` (entries of claims.json) adds a Claims section when given.
+    """
     body = "\n".join(_section(*section) for section in sections)
+    if claims is not None:
+        figure_ids = {
+            path.stem for _, _, figures in sections for path in figures.values()
+        }
+        body += "\n" + _claims_section(claims, figure_ids)
     provenance = json.dumps(
         {"versions": summary["versions"], "analysis_config": summary["analysis_config"]},
         indent=2,
