@@ -43,7 +43,7 @@ def regime_summary(analysis: dict[str, Any]) -> dict[str, Any]:
         "fisher_cosine_summary": analysis["geometry"]["fisher_cosine_summary"],
         "config": analysis["config"],
     }
-    summary.update(_feature_summary(analysis))
+    summary.update(feature_summary(analysis))
     return summary
 
 
@@ -57,7 +57,8 @@ def _compression_note(compression: dict[str, Any]) -> str | None:
     return None
 
 
-def _feature_summary(analysis: dict[str, Any]) -> dict[str, Any]:
+def feature_summary(analysis: dict[str, Any]) -> dict[str, Any]:
+    """Return the headline feature measures of one analysis, for tables and summaries."""
     features = analysis["features"]
     if analysis["task"] == "modadd":
         return {

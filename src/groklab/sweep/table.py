@@ -16,6 +16,7 @@ from typing import Any
 
 from groklab.analysis.run import ANALYSIS_FILE
 from groklab.config import AnalysisConfig
+from groklab.report.summary import feature_summary
 from groklab.sweep.grid import SweepPoint
 from groklab.training.runfolder import RunFolderError, read_metrics, read_run, write_text
 
@@ -138,20 +139,16 @@ def analysis_columns(analysis: dict[str, Any]) -> dict[str, Any]:
 
 
 def _feature_columns(analysis: dict[str, Any]) -> dict[str, Any]:
-    features = analysis["features"]
-    if analysis["task"] == "modadd":
-        return {
-            "key_frequencies": features["key_frequencies"],
-            "top_k_norm_fraction": features["top_k_norm_fraction"],
-            "neuron_purity_mean": features["a"]["purity_mean"],
-            "neuron_ipr_mean": features["a"]["ipr_mean"],
-            "dominant_frequency_agreement": features["dominant_frequency_agreement"],
-        }
+    """Return the feature summary with the Ising correlations flattened into columns."""
+    summary = feature_summary(analysis)
+    correlations = summary.pop("feature_correlations", None)
+    if correlations is None:
+        return summary
     out = {}
-    for layer, entry in features["layers"].items():
-        for target, stats in entry["correlations"].items():
+    for layer, targets in correlations.items():
+        for target, stats in targets.items():
             out[f"max_abs_corr_{target}_{layer}"] = stats["max_abs_corr"]
-            out[f"probe_r2_{target}_{layer}"] = entry["probe_r2"][target]
+            out[f"probe_r2_{target}_{layer}"] = stats["probe_r2"]
     return out
 
 
