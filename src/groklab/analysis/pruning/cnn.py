@@ -19,7 +19,11 @@ from torch import Tensor, nn
 
 from groklab.analysis.budget import budget_bytes
 from groklab.analysis.pruning.core import ScopeVector
-from groklab.analysis.pruning.evaluators import EvaluationMethod, check_inputs
+from groklab.analysis.pruning.evaluators import (
+    EvaluationMethod,
+    add_batch_scores,
+    check_inputs,
+)
 from groklab.models import IsingCNN
 
 STANDARD_NAMES = (
@@ -154,11 +158,7 @@ class CachedCNNEvaluator:
             ):
                 features = _conv_features(batch, conv)  # groups batch features
                 logits = _fc_logits(features[group], fc)
-                loss = nn.functional.cross_entropy(
-                    logits.flatten(0, 1), labels.repeat(len(counts)), reduction="none"
-                )
-                total_loss += loss.view(len(counts), -1).sum(1).double()
-                correct += (logits.argmax(-1) == labels).sum(1)
+                add_batch_scores(logits, labels, total_loss, correct)
         n_inputs = len(self.inputs)
         return total_loss / n_inputs, correct.double() / n_inputs
 

@@ -188,10 +188,22 @@ class BatchedEvaluator:
                 torch.split(self.targets, self.input_batch),
             ):
                 logits = batched_logits(batched, batch)  # chunk batch classes
-                loss = nn.functional.cross_entropy(
-                    logits.flatten(0, 1), labels.repeat(len(counts)), reduction="none"
-                )
-                total_loss += loss.view(len(counts), -1).sum(1).double()
-                correct += (logits.argmax(-1) == labels).sum(1)
+                add_batch_scores(logits, labels, total_loss, correct)
         n_inputs = len(self.inputs)
         return (total_loss / n_inputs).numpy(), (correct.double() / n_inputs).numpy()
+
+
+def add_batch_scores(
+    logits: Tensor, labels: Tensor, total_loss: Tensor, correct: Tensor
+) -> None:
+    """Add each mask's summed cross-entropy and correct count for one input batch.
+
+    ``logits`` has shape (masks, batch, classes). ``total_loss`` (float64) and
+    ``correct`` (int64) have one entry per mask and are updated in place.
+    """
+    masks = logits.shape[0]
+    loss = nn.functional.cross_entropy(
+        logits.flatten(0, 1), labels.repeat(masks), reduction="none"
+    )
+    total_loss += loss.view(masks, -1).sum(1).double()
+    correct += (logits.argmax(-1) == labels).sum(1)
