@@ -21,8 +21,8 @@ from groklab.analysis.budget import budget_bytes
 from groklab.analysis.pruning.core import ScopeVector
 from groklab.analysis.pruning.evaluators import (
     EvaluationMethod,
-    add_batch_scores,
     check_inputs,
+    mask_scores,
 )
 from groklab.models import IsingCNN
 
@@ -149,18 +149,14 @@ class CachedCNNEvaluator:
         representative[group] = counts  # any count of a group has its conv masks
         conv = self._stacked(representative, CONV_NAMES)
         fc = self._stacked(counts, STANDARD_NAMES[4:])
-        total_loss = torch.zeros(len(counts), dtype=torch.float64)
-        correct = torch.zeros(len(counts), dtype=torch.int64)
-        with torch.no_grad():
-            for batch, labels in zip(
-                torch.split(self.inputs, self.input_batch),
-                torch.split(self.targets, self.input_batch),
-            ):
-                features = _conv_features(batch, conv)  # groups batch features
-                logits = _fc_logits(features[group], fc)
-                add_batch_scores(logits, labels, total_loss, correct)
-        n_inputs = len(self.inputs)
-        return total_loss / n_inputs, correct.double() / n_inputs
+
+        def logits_of(batch: Tensor) -> Tensor:
+            features = _conv_features(batch, conv)  # groups batch features
+            return _fc_logits(features[group], fc)
+
+        return mask_scores(
+            logits_of, self.inputs, self.targets, self.input_batch, len(counts)
+        )
 
     def _stacked(self, counts: Tensor, names: tuple[str, ...]) -> dict[str, Tensor]:
         """Return ``names`` pruned at each of ``counts``, stacked along dim 0."""

@@ -12,6 +12,7 @@ activations between counts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from typing import Protocol
 
@@ -180,30 +181,38 @@ class BatchedEvaluator:
             return functional_call(self.model, params, (batch,))
 
         batched_logits = vmap(logits_at, in_dims=(0, None))
-        total_loss = torch.zeros(len(counts), dtype=torch.float64)
-        correct = torch.zeros(len(counts), dtype=torch.int64)
-        with torch.no_grad():
-            for batch, labels in zip(
-                torch.split(self.inputs, self.input_batch),
-                torch.split(self.targets, self.input_batch),
-            ):
-                logits = batched_logits(batched, batch)  # chunk batch classes
-                add_batch_scores(logits, labels, total_loss, correct)
-        n_inputs = len(self.inputs)
-        return (total_loss / n_inputs).numpy(), (correct.double() / n_inputs).numpy()
+        loss, accuracy = mask_scores(
+            lambda batch: batched_logits(batched, batch),  # chunk batch classes
+            self.inputs,
+            self.targets,
+            self.input_batch,
+            len(counts),
+        )
+        return loss.numpy(), accuracy.numpy()
 
 
-def add_batch_scores(
-    logits: Tensor, labels: Tensor, total_loss: Tensor, correct: Tensor
-) -> None:
-    """Add each mask's summed cross-entropy and correct count for one input batch.
+def mask_scores(
+    logits_of: Callable[[Tensor], Tensor],
+    inputs: Tensor,
+    targets: Tensor,
+    input_batch: int,
+    n_masks: int,
+) -> tuple[Tensor, Tensor]:
+    """Return each mask's mean cross-entropy and accuracy as float64 tensors.
 
-    ``logits`` has shape (masks, batch, classes). ``total_loss`` (float64) and
-    ``correct`` (int64) have one entry per mask and are updated in place.
+    ``logits_of`` maps a batch of inputs to logits of shape (masks, batch,
+    classes). Inputs are processed ``input_batch`` at a time without gradients.
     """
-    masks = logits.shape[0]
-    loss = nn.functional.cross_entropy(
-        logits.flatten(0, 1), labels.repeat(masks), reduction="none"
-    )
-    total_loss += loss.view(masks, -1).sum(1).double()
-    correct += (logits.argmax(-1) == labels).sum(1)
+    total_loss = torch.zeros(n_masks, dtype=torch.float64)
+    correct = torch.zeros(n_masks, dtype=torch.int64)
+    with torch.no_grad():
+        for batch, labels in zip(
+            torch.split(inputs, input_batch), torch.split(targets, input_batch)
+        ):
+            logits = logits_of(batch)
+            loss = nn.functional.cross_entropy(
+                logits.flatten(0, 1), labels.repeat(n_masks), reduction="none"
+            )
+            total_loss += loss.view(n_masks, -1).sum(1).double()
+            correct += (logits.argmax(-1) == labels).sum(1)
+    return total_loss / len(inputs), correct.double() / len(inputs)
