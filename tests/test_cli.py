@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from groklab.cli import main
+from cli_assertions import assert_one_line_error
 
 TINY_MODADD = ["--set", "p=11", "--set", "hidden=16", "--set", "checkpoint_every=1"]
 TINY_ISING = [
@@ -85,14 +86,6 @@ def test_help_on_every_command():
         result = run_cli(*command, "--help")
         assert result.returncode == 0
         assert "usage: groklab" in result.stdout
-
-
-def assert_one_line_error(capsys, code, fragment):
-    err = capsys.readouterr().err
-    assert code == 2
-    assert fragment in err
-    assert len(err.strip().splitlines()) == 1, err
-    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize(

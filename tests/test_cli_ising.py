@@ -13,19 +13,12 @@ import pytest
 from groklab.cli import main
 from groklab.tasks.ising.dataset import IsingDataSpec, load_dataset
 from groklab.tasks.ising.observables import CRITICAL_TEMPERATURE
+from cli_assertions import assert_one_line_error
 
 TINY_SPEC = [
     "--set", "lattice=8", "--set", "n_temperatures=4", "--set", "n_near_tc=2",
     "--set", "samples_per_temperature=5",
 ]
-
-
-def assert_one_line_error(capsys, code: int, fragment: str) -> None:
-    err = capsys.readouterr().err
-    assert code == 2
-    assert fragment in err
-    assert len(err.strip().splitlines()) == 1, err
-    assert "Traceback" not in err
 
 
 def sha256(path: Path) -> str:

@@ -10,6 +10,7 @@ import pytest
 from groklab.cli import main
 from groklab.config import RunConfig
 from groklab.training.ensemble import pack_configs
+from cli_assertions import assert_one_line_error
 
 TINY_SWEEP = [
     "--task", "modadd", "--grid", "alpha=0.3,3", "--seeds", "0-1",
@@ -232,11 +233,3 @@ def test_sweep_ising_builds_data_once(tmp_path):
     assert code == 0
     assert len(list(cache.glob("ising-*.npz"))) == 1
     assert [row["state"] for row in read_table(out)] == ["finished", "finished"]
-
-
-def assert_one_line_error(capsys, code, fragment):
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert fragment in err
-    assert len(err.strip().splitlines()) == 1, err
-    assert "Traceback" not in err

@@ -9,6 +9,7 @@ from groklab.config import ConfigError, Regime
 from groklab.report.sweep import aggregate, write_sweep_figures
 from groklab.sweep.grid import SweepSpec, format_value, parse_grids, parse_seeds
 from groklab.sweep.table import format_cell, sort_rows
+from cli_assertions import assert_one_line_error
 
 
 @pytest.mark.parametrize(
@@ -168,14 +169,6 @@ def test_aggregate_mean_and_spread():
     assert entry["n"] == [0, 2]
     assert entry["n_excluded"] == [1, 1]
     assert math.isnan(entry["mean"][0])
-
-
-def assert_one_line_error(capsys, code, fragment):
-    err = capsys.readouterr().err
-    assert code == 2
-    assert fragment in err
-    assert len(err.strip().splitlines()) == 1, err
-    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize(

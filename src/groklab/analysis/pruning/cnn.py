@@ -88,8 +88,7 @@ class CachedCNNEvaluator:
             )
         self.vector = vector
         self.inputs, self.targets = inputs, targets
-        self.rank = torch.empty_like(vector.order)  # position of each entry
-        self.rank[vector.order] = torch.arange(vector.size)
+        self.rank = vector.ranks()  # position of each entry in the pruning order
         self.conv_pruned = self._conv_prefix()
         self.input_batch, self.mask_chunk = self._chunk_sizes(batch_size, memory_mb)
 

@@ -232,6 +232,12 @@ class ScopeVector:
         """Convert pruned fractions to entry counts, round(f x size), halves up."""
         return np.floor(fractions * self.size + 0.5).astype(np.int64)
 
+    def ranks(self) -> Tensor:
+        """Return each entry's position in the pruning order (0 is pruned first)."""
+        ranks = torch.empty_like(self.order)
+        ranks[self.order] = torch.arange(self.size)
+        return ranks
+
     def pruned_flat(self, count: int) -> Tensor:
         """Return a copy of the scope entries, ``count`` least salient zeroed."""
         flat = self.values.clone()

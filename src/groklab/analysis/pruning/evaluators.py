@@ -134,8 +134,7 @@ class BatchedEvaluator:
         check_inputs(inputs, targets)
         self.model, self.vector = model, vector
         self.inputs, self.targets = inputs, targets
-        self.rank = torch.empty_like(vector.order)  # position of each entry
-        self.rank[vector.order] = torch.arange(vector.size)
+        self.rank = vector.ranks()  # position of each entry in the pruning order
         self.fixed = {
             name: value.detach()
             for name, value in vector.params.items()
