@@ -10,7 +10,7 @@ The statistics and thresholds below were fixed before any groklab result was
 compared against them. Rules shared by every claim:
 
 - A group (a regime or a task) needs at least ``MIN_SEEDS`` finite values, or
-  the verdict is ``inconclusive`` and ``details["reason"]`` says which group
+  the verdict is ``inconclusive`` and ``details["reason"]`` names the group that
   fell short.
 - NaN and infinite inputs (``None`` counts as NaN) are dropped and counted in
   ``details["n_dropped"]``.

@@ -266,10 +266,12 @@ def _analyse(backend, points, out, analysis_config, options) -> list[str]:
             continue
         if current_analysis(run_dir, analysis_config) is None:
             todo.append(point)
+
     root = out.resolve()
     cache = str(options.cache_dir.resolve()) if options.cache_dir else None
     arguments = [(str(run_dir_of(root, p)), analysis_config, cache) for p in todo]
     results = backend.map(jobs.analyze, arguments, "runs analysed", options.progress)
+
     failed = broken
     for point, result in zip(todo, results):
         if not result["ok"]:

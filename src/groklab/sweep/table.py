@@ -115,6 +115,7 @@ def analysis_columns(analysis: dict[str, Any]) -> dict[str, Any]:
         "fisher_inputs": pruning["fisher_inputs"],
         "tolerance": pruning["tolerance"],
     }
+
     for order, entry in pruning["orders"].items():
         compression = entry["compression"]
         # JSON has no infinity: a factor stored as null with no parameter kept is
@@ -128,11 +129,13 @@ def analysis_columns(analysis: dict[str, Any]) -> dict[str, Any]:
         out[f"linear_fit_slope_{order}"] = entry["linear_fit"]["slope"]
         out[f"linear_fit_r2_{order}"] = entry["linear_fit"]["r2"]
         out[f"compressive_{order}"] = entry["compressive"]
+
     # Older analyses and pruning_checkpoints=0 have no pruning_over_time, so
     # these cells stay empty.
     peaks = analysis.get("pruning_over_time", {}).get("epoch_peak_compression", {})
     for order in pruning["orders"]:
         out[f"epoch_peak_compression_{order}"] = peaks.get(order)
+
     out["median_fisher_cosine"] = analysis["geometry"]["fisher_cosine_summary"]["median"]
     out.update(_feature_columns(analysis))
     return out

@@ -336,7 +336,7 @@ def train_stacked_epoch(
     """Run one epoch of minibatch steps for every member of a stacked model.
 
     Member i shuffles the training set with ``generators[i]``, as a separate
-    run with that generator would, so each member sees its own batches.
+    run with that generator would, so each member gets its own batches.
     """
     n = len(data.train_inputs)
     if batch_size < n:

@@ -108,10 +108,10 @@ class CachedCNNEvaluator:
     def _chunk_sizes(self, batch_size: int, memory_mb: int) -> tuple[int, int]:
         """Return (inputs per batch, counts per chunk) that fit the budget.
 
-        Each count in a chunk stores its masked parameters, and for each of
-        its inputs the fc activations (64 + 100 + 2 for 16 x 16 lattices,
-        twice for temporaries) plus, when it is alone in its conv group, the
-        conv activations of that group (2 L^2 + 2 L^2/4 + 4 L^2/4 + 4 L^2/16).
+        Each count in a chunk stores its masked parameters. For each of its
+        inputs it also stores the fc activations (64 + 100 + 2 for 16 x 16
+        lattices, twice for temporaries). A count alone in its conv group adds
+        that group's conv activations (2 L^2 + 2 L^2/4 + 4 L^2/4 + 4 L^2/16).
         """
         budget = budget_bytes(memory_mb)
         itemsize = self.vector.values.element_size()

@@ -16,9 +16,9 @@ float64 and applies only what those entries change:
 A step is a small fraction of a forward pass when it touches few entries.
 Moving to a smaller count restores entries with the same updates. Only the
 logits accumulate roundoff, so they are recomputed from h and W2 every few
-steps, and exactly structured logits (rows with no active hidden unit,
-classes with no fc2 weight) are reset to the fc2 bias, so that ties that
-are exact in a plain forward pass stay exact.
+steps. Logits whose value is fixed by structure (rows with no active hidden
+unit, classes with no fc2 weight) are reset to the fc2 bias, so that ties
+that are exact in a plain forward pass stay exact.
 """
 
 from __future__ import annotations
