@@ -139,51 +139,51 @@ class RunConfig:
         self._validate()
 
     def _validate(self) -> None:
-        _require(self.alpha > 0 and math.isfinite(self.alpha), "alpha", self.alpha,
+        require(self.alpha > 0 and math.isfinite(self.alpha), "alpha", self.alpha,
                  "use a finite value > 0, e.g. 10 (grok) or 0.1 (steady)")
-        _require(self.epochs >= 1, "epochs", self.epochs, "use an integer >= 1")
-        _require(self.lr > 0 and math.isfinite(self.lr), "lr", self.lr,
+        require(self.epochs >= 1, "epochs", self.epochs, "use an integer >= 1")
+        require(self.lr > 0 and math.isfinite(self.lr), "lr", self.lr,
                  "use a finite value > 0")
-        _require(0 <= self.weight_decay < math.inf, "weight_decay", self.weight_decay,
+        require(0 <= self.weight_decay < math.inf, "weight_decay", self.weight_decay,
                  "use a finite value >= 0")
         for name in ("seed", "data_seed"):
             value = getattr(self, name)
-            _require(0 <= value < 2**63, name, value, "use an integer in [0, 2**63)")
-        _require(self.batch_size >= 1, "batch_size", self.batch_size,
+            require(0 <= value < 2**63, name, value, "use an integer in [0, 2**63)")
+        require(self.batch_size >= 1, "batch_size", self.batch_size,
                  "use an integer >= 1")
-        _require(self.hidden >= 1, "hidden", self.hidden, "use an integer >= 1")
-        _require(self.p >= 2, "p", self.p, "use a modulus >= 2, e.g. 113")
-        _require(0 < self.train_fraction < 1, "train_fraction", self.train_fraction,
+        require(self.hidden >= 1, "hidden", self.hidden, "use an integer >= 1")
+        require(self.p >= 2, "p", self.p, "use a modulus >= 2, e.g. 113")
+        require(0 < self.train_fraction < 1, "train_fraction", self.train_fraction,
                  "use a value strictly between 0 and 1")
         n_train = round(self.train_fraction * self.p**2)
-        _require(0 < n_train < self.p**2, "train_fraction", self.train_fraction,
+        require(0 < n_train < self.p**2, "train_fraction", self.train_fraction,
                  f"it leaves an empty split of the {self.p**2} pairs; move it towards 0.5")
-        _require(self.ising_lattice >= 4 and self.ising_lattice % 4 == 0,
+        require(self.ising_lattice >= 4 and self.ising_lattice % 4 == 0,
                  "ising_lattice", self.ising_lattice,
                  "use a multiple of 4, because the CNN pools twice by 2")
-        _require(0 < self.ising_t_min < self.ising_t_max, "ising_t_min",
+        require(0 < self.ising_t_min < self.ising_t_max, "ising_t_min",
                  self.ising_t_min, "use 0 < ising_t_min < ising_t_max")
         for name in ("ising_n_temperatures", "ising_samples_per_temperature",
                      "ising_train", "ising_test", "threads"):
-            _require(getattr(self, name) >= 1, name, getattr(self, name),
+            require(getattr(self, name) >= 1, name, getattr(self, name),
                      "use an integer >= 1")
-        _require(self.checkpoint_dense_until >= 0, "checkpoint_dense_until",
+        require(self.checkpoint_dense_until >= 0, "checkpoint_dense_until",
                  self.checkpoint_dense_until, "use an integer >= 0")
-        _require(self.checkpoint_log_points >= 0, "checkpoint_log_points",
+        require(self.checkpoint_log_points >= 0, "checkpoint_log_points",
                  self.checkpoint_log_points, "use an integer >= 0")
-        _require(self.checkpoint_every >= 1, "checkpoint_every",
+        require(self.checkpoint_every >= 1, "checkpoint_every",
                  self.checkpoint_every, "use an integer >= 1")
         self._validate_ising_grid()
 
     def _validate_ising_grid(self) -> None:
         """Check the grid fields and that the split fits the sampled configurations."""
-        _require(self.ising_n_near_tc >= 0, "ising_n_near_tc", self.ising_n_near_tc,
+        require(self.ising_n_near_tc >= 0, "ising_n_near_tc", self.ising_n_near_tc,
                  "use an even integer >= 0")
-        _require(0 < self.ising_near_tc_width < math.inf, "ising_near_tc_width",
+        require(0 < self.ising_near_tc_width < math.inf, "ising_near_tc_width",
                  self.ising_near_tc_width, "use a finite value > 0")
-        _require(0 <= self.ising_exclude_width < math.inf, "ising_exclude_width",
+        require(0 <= self.ising_exclude_width < math.inf, "ising_exclude_width",
                  self.ising_exclude_width, "use a finite value >= 0")
-        _require(self.ising_data_file is None or self.ising_data_file.strip() != "",
+        require(self.ising_data_file is None or self.ising_data_file.strip() != "",
                  "ising_data_file", self.ising_data_file,
                  "name a .npz file from groklab ising-data or ising-import, "
                  "or use none")
@@ -218,11 +218,11 @@ class RunConfig:
         return f"{self.task.value}-{self.regime.value}-a{self.alpha:g}-s{self.seed}"
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_dict(self)
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        return _from_dict(cls, data)
+        return config_from_dict(cls, data)
 
 
 @dataclass
@@ -280,45 +280,45 @@ class AnalysisConfig:
     """Seed for choosing held-out inputs and for probe splits."""
 
     def __post_init__(self) -> None:
-        _require(self.fisher_form in ("regression", "classification"), "fisher_form",
+        require(self.fisher_form in ("regression", "classification"), "fisher_form",
                  self.fisher_form, "use regression or classification")
         allowed = {"fisher", "magnitude", "fisher_theta2"}
         for order in self.pruning_orders:
-            _require(order in allowed, "pruning_orders", order,
+            require(order in allowed, "pruning_orders", order,
                      "use a comma list of fisher, magnitude, fisher_theta2")
-        _require(len(self.pruning_orders) >= 1, "pruning_orders",
+        require(len(self.pruning_orders) >= 1, "pruning_orders",
                  self.pruning_orders, "name at least one order")
         for name in ("fisher_inputs", "geometry_fisher_inputs", "top_k"):
-            _require(getattr(self, name) >= 1, name, getattr(self, name),
+            require(getattr(self, name) >= 1, name, getattr(self, name),
                      "use an integer >= 1")
-        _require(self.fisher_chunk_size is None or self.fisher_chunk_size >= 1,
+        require(self.fisher_chunk_size is None or self.fisher_chunk_size >= 1,
                  "fisher_chunk_size", self.fisher_chunk_size,
                  "use an integer >= 1, or none to size chunks from memory_mb")
-        _require(self.memory_mb >= 16, "memory_mb", self.memory_mb,
+        require(self.memory_mb >= 16, "memory_mb", self.memory_mb,
                  "use an integer >= 16 (MiB)")
-        _require(self.n_fractions >= 4, "n_fractions", self.n_fractions,
+        require(self.n_fractions >= 4, "n_fractions", self.n_fractions,
                  "use an integer >= 4")
-        _require(self.max_checkpoints >= 3, "max_checkpoints", self.max_checkpoints,
+        require(self.max_checkpoints >= 3, "max_checkpoints", self.max_checkpoints,
                  "use an integer >= 3")
-        _require(self.pruning_checkpoints >= 0, "pruning_checkpoints",
+        require(self.pruning_checkpoints >= 0, "pruning_checkpoints",
                  self.pruning_checkpoints, "use an integer >= 0, or 0 to skip")
-        _require(self.pruning_over_time_fractions >= 4, "pruning_over_time_fractions",
+        require(self.pruning_over_time_fractions >= 4, "pruning_over_time_fractions",
                  self.pruning_over_time_fractions, "use an integer >= 4")
-        _require(0 <= self.tolerance < 1, "tolerance", self.tolerance,
+        require(0 <= self.tolerance < 1, "tolerance", self.tolerance,
                  "use a value in [0, 1), e.g. 0.01 for 1 %")
-        _require(0 < self.linear_fit_max_fraction <= 1, "linear_fit_max_fraction",
+        require(0 < self.linear_fit_max_fraction <= 1, "linear_fit_max_fraction",
                  self.linear_fit_max_fraction, "use a value in (0, 1]")
-        _require(0 <= self.compressive_r2 <= 1, "compressive_r2", self.compressive_r2,
+        require(0 <= self.compressive_r2 <= 1, "compressive_r2", self.compressive_r2,
                  "use a value in [0, 1]")
-        _require(self.sloppy_threshold >= 0, "sloppy_threshold",
+        require(self.sloppy_threshold >= 0, "sloppy_threshold",
                  self.sloppy_threshold, "use a value >= 0")
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_dict(self)
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AnalysisConfig:
-        return _from_dict(cls, data)
+        return config_from_dict(cls, data)
 
 
 def check_ising_split(config: RunConfig, n_samples: int) -> None:
@@ -328,7 +328,7 @@ def check_ising_split(config: RunConfig, n_samples: int) -> None:
         if config.ising_data_file is None
         else "lower ising_train or ising_test"
     )
-    _require(config.ising_train + config.ising_test <= n_samples, "ising_train",
+    require(config.ising_train + config.ising_test <= n_samples, "ising_train",
              config.ising_train, f"ising_train + ising_test ({config.ising_test}) must "
              f"not exceed the {n_samples} sampled configurations; {fix}")
 
@@ -350,7 +350,7 @@ def apply_overrides(config_cls: type, base: dict[str, Any], pairs: list[str]) ->
                 f"{', '.join(sorted(hints))}"
             )
         values[key] = parse_value(key, raw.strip(), hints[key])
-    return _from_dict(config_cls, values)
+    return config_from_dict(config_cls, values)
 
 
 def parse_value(key: str, raw: str, hint: Any) -> Any:
@@ -358,9 +358,11 @@ def parse_value(key: str, raw: str, hint: Any) -> Any:
     base = unwrap_optional(hint)
     if raw.lower() == "none" and base is not hint:
         return None
+    if typing.get_origin(base) is list:
+        (item_hint,) = typing.get_args(base) or (str,)
+        items = [item.strip() for item in raw.split(",") if item.strip()]
+        return [parse_value(key, item, item_hint) for item in items]
     try:
-        if typing.get_origin(base) is list:
-            return [item.strip() for item in raw.split(",") if item.strip()]
         if base is bool:
             if raw.lower() not in ("true", "false", "1", "0"):
                 raise ValueError(raw)
@@ -377,7 +379,7 @@ def parse_value(key: str, raw: str, hint: Any) -> Any:
         ) from None
 
 
-def _to_dict(config: Any) -> dict[str, Any]:
+def config_to_dict(config: Any) -> dict[str, Any]:
     out = {}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
@@ -385,7 +387,7 @@ def _to_dict(config: Any) -> dict[str, Any]:
     return out
 
 
-def _from_dict(config_cls: type, data: dict[str, Any]) -> Any:
+def config_from_dict(config_cls: type, data: dict[str, Any]) -> Any:
     """Build a config from a dict, rejecting unknown keys and mistyped values."""
     if not isinstance(data, dict):
         raise ConfigError(
@@ -423,7 +425,10 @@ def _check_type(key: str, value: Any, hint: Any) -> None:
     elif base is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif typing.get_origin(base) is list:
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        (item_hint,) = typing.get_args(base) or (str,)
+        ok = isinstance(value, list)
+        for item in value if ok else []:
+            _check_type(key, item, item_hint)
     else:
         ok = isinstance(value, base)
     if not ok:
@@ -441,6 +446,6 @@ def _parse_enum(enum_cls: type[Enum], value: Any, key: str) -> Any:
         raise ConfigError(f"unknown {key} {value!r}: use one of {allowed}") from None
 
 
-def _require(ok: bool, key: str, value: Any, fix: str) -> None:
+def require(ok: bool, key: str, value: Any, fix: str) -> None:
     if not ok:
         raise ConfigError(f"invalid {key} {value!r}: {fix}")
