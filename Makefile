@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(BIN)/groklab demo --out runs/demo
 
 test: $(STAMP)
+	sh scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -7,8 +7,11 @@ import csv
 import html
 import io
 import json
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 CAPTIONS = {
     "training_curves": "Accuracy and loss against epoch. Dashed: first epoch with train "
@@ -18,6 +21,13 @@ CAPTIONS = {
     "power at its dominant frequency). Ising: the best unit's |correlation| with energy "
     "and |magnetisation| per layer, and a ridge linear probe's held-out R^2.",
     "features_over_time": "The headline feature measure at each analysed checkpoint.",
+    "through_training": "Everything on one epoch axis: (a) accuracy, (b) test loss, "
+    "(c) features (modular addition: top-k norm fraction and overlap of the key "
+    "frequencies with the final ones; Ising: best-layer probe R^2 of energy and |m|), "
+    "(d) compression factor under the Fisher order (triangles: nothing kept), (e) "
+    "Fisher step length per epoch, (f) Fisher cosine of consecutive steps. Dashed and "
+    "dotted lines mark each regime's train-fit and test-fit epochs; shading marks its "
+    "plateau.",
     "pruning": "Test loss and accuracy against the fraction of parameters pruned, "
     "globally, for each pruning order. CF: compression factor (definition above).",
     "pruning_layers": "Pruning one layer at a time (first pruning order).",
@@ -63,7 +73,75 @@ pre { padding: 0.5em; overflow-x: auto; font-size: 0.8em; }
 td.supported { background: #dfd; }
 td.not_supported { background: #fdd; }
 td.inconclusive { background: #eee; }
+thead th { cursor: pointer; user-select: none; }
+th[aria-sort="ascending"]::after { content: " \\25B2"; }
+th[aria-sort="descending"]::after { content: " \\25BC"; }
 """
+
+# Sorts every table with a <thead> when a header cell is clicked, and copies a
+# table's CSV text for its "Copy as CSV" button. It runs in the page only and
+# loads nothing, so the report stays self-contained.
+PAGE_SCRIPT = """
+function cellKey(row, column) {
+  const cell = row.cells[column];
+  const text = cell ? cell.textContent.trim() : "";
+  const number = /^[-+]?(\\d|\\.\\d)/.test(text) ? parseFloat(text) : NaN;
+  return { text, number };
+}
+
+// Cells that start with a number compare by that number and sort before text
+// cells; text cells compare with digit runs read as numbers.
+function compareKeys(a, b) {
+  const aIsNumber = !Number.isNaN(a.number);
+  const bIsNumber = !Number.isNaN(b.number);
+  if (aIsNumber && bIsNumber) return a.number - b.number;
+  if (aIsNumber !== bIsNumber) return aIsNumber ? -1 : 1;
+  return a.text.localeCompare(b.text, undefined, { numeric: true });
+}
+
+// A click sorts the column ascending, or descending when it is already ascending.
+function sortTable(table, column) {
+  const headers = table.tHead.rows[0].cells;
+  const ascending = headers[column].getAttribute("aria-sort") !== "ascending";
+  for (const header of headers) header.removeAttribute("aria-sort");
+  headers[column].setAttribute("aria-sort", ascending ? "ascending" : "descending");
+  const sign = ascending ? 1 : -1;
+  const body = table.tBodies[0];
+  const rows = Array.from(body.rows);
+  rows.sort((a, b) => sign * compareKeys(cellKey(a, column), cellKey(b, column)));
+  body.append(...rows);
+}
+
+function copyCsv(tableId) {
+  const text = document.getElementById(tableId + "-csv").textContent;
+  const status = document.getElementById(tableId + "-copy-status");
+  const failed = () => {
+    status.textContent = "copy failed: select the CSV below instead";
+  };
+  if (!navigator.clipboard) {
+    failed();
+    return;
+  }
+  navigator.clipboard.writeText(text).then(() => {
+    status.textContent = "copied";
+  }, failed);
+}
+
+for (const table of document.querySelectorAll("table")) {
+  if (!table.tHead || table.tBodies.length === 0) continue;
+  Array.from(table.tHead.rows[0].cells).forEach((header, column) => {
+    header.title = "Click to sort";
+    header.addEventListener("click", () => sortTable(table, column));
+  });
+}
+for (const button of document.querySelectorAll("button[data-copy-csv]")) {
+  button.addEventListener("click", () => copyCsv(button.dataset.copyCsv));
+}
+"""
+
+# Table and section ids become element ids, link targets and the prefix of
+# the CSV block's id, so they are limited to characters that need no escaping.
+ID_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
 
 def _format(value: Any) -> str:
@@ -81,8 +159,89 @@ def _image(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
-def _table(task_summary: dict[str, Any]) -> str:
-    rows = ["<tr><th>quantity</th><th>grok</th><th>steady</th></tr>"]
+def _check_id(kind: str, value: str) -> None:
+    if not ID_PATTERN.fullmatch(value):
+        raise ValueError(
+            f"invalid {kind} id {value!r}: use a letter followed by letters, digits, "
+            "'-' or '_'"
+        )
+
+
+def _csv_text(header: list[str], rows: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _sortable_table(
+    table_id: str, header: list[str], body_rows: list[str], csv_text: str
+) -> str:
+    """Wrap HTML body rows in a sortable table followed by its Copy-as-CSV controls.
+
+    The page script finds the table by its ``<thead>`` and the button by its
+    ``data-copy-csv`` attribute. The CSV text is in the element ``<table_id>-csv``.
+    """
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in header)
+    return f"""<table id="{table_id}"><thead><tr>{head}</tr></thead>
+<tbody>{"".join(body_rows)}</tbody></table>
+<p><button type="button" data-copy-csv="{table_id}">Copy as CSV</button>
+<span id="{table_id}-copy-status"></span></p>
+<details><summary>CSV</summary>
+<pre id="{table_id}-csv">{html.escape(csv_text)}</pre></details>"""
+
+
+def table_html(table_id: str, header: list[str], rows: list[list[str]]) -> str:
+    """Render plain-text cells as a sortable table with a Copy-as-CSV button.
+
+    Every cell is HTML-escaped, and the CSV contains the same text. Raises
+    ValueError on an invalid ``table_id`` or a row whose length differs from
+    the header's.
+    """
+    _check_id("table", table_id)
+    for index, row in enumerate(rows):
+        if len(row) != len(header):
+            raise ValueError(
+                f"row {index} of table {table_id!r} has {len(row)} cells but the "
+                f"header has {len(header)}: give every row one cell per column"
+            )
+    body_rows = [
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+        for row in rows
+    ]
+    return _sortable_table(table_id, header, body_rows, _csv_text(header, rows))
+
+
+def figure_html(path: Path, caption: str) -> str:
+    """Render the PNG at ``path`` as an embedded figure with its caption and a PDF link.
+
+    The figure's id is the file stem, so claim rows can link to it. The link
+    points to ``figures/<stem>.pdf`` relative to report.html, so the PNG must
+    lie in the ``figures`` folder beside the report, as ``save_figure`` writes
+    it. The link is left out when that PDF does not exist.
+    """
+    path = Path(path)
+    if path.suffix != ".png":
+        raise ValueError(
+            f"figure {path} is not a .png file: pass the PNG of the figure"
+        )
+    if path.parent.name != "figures":
+        raise ValueError(
+            f"figure {path} is not in a folder named figures: save it under "
+            "figures/ beside report.html so that its PDF link resolves"
+        )
+    link = ""
+    if path.with_suffix(".pdf").is_file():
+        href = html.escape(quote(f"figures/{path.stem}.pdf"))
+        link = f' (<a href="{href}">PDF</a>)'
+    return (
+        f'<figure id="{html.escape(path.stem)}">{_image(path)}'
+        f"<figcaption>{html.escape(caption)}{link}</figcaption></figure>"
+    )
+
+
+def _table(task: str, task_summary: dict[str, Any]) -> str:
     extra = []
     if "key_frequencies" in task_summary["grok"]:
         extra = [
@@ -101,31 +260,24 @@ def _table(task_summary: dict[str, Any]) -> str:
                     f"{layer}: {stat.replace('_', ' ')} with {target.replace('_', ' ')}",
                     lambda s, l=layer, t=target, k=stat: s["feature_correlations"][l][t][k],
                 ))
-    for label, getter in rows_spec:
-        cells = "".join(
-            f"<td>{html.escape(_format(getter(task_summary[r])))}</td>"
-            for r in ("grok", "steady")
-        )
-        rows.append(f"<tr><td>{html.escape(label)}</td>{cells}</tr>")
-    return "<table>" + "".join(rows) + "</table>"
+    rows = [
+        [label] + [_format(getter(task_summary[r])) for r in ("grok", "steady")]
+        for label, getter in rows_spec
+    ]
+    return table_html(f"{task}-summary", ["quantity", "grok", "steady"], rows)
 
 
 def _section(task: str, task_summary: dict[str, Any], figures: dict[str, Path]) -> str:
     titles = {"modadd": "Modular addition (MLP)", "ising": "2D Ising phase (CNN)"}
-    parts = [f"<h2>{html.escape(titles.get(task, task))}</h2>", _table(task_summary)]
+    heading = f"<h2>{html.escape(titles.get(task, task))}</h2>"
+    parts = [heading, _table(task, task_summary)]
     definition = task_summary["grok"]["compression_definition"]
     parts.append(f"<p><b>Compression factor:</b> {html.escape(definition)}</p>")
     comparison = task_summary.get("comparison", {})
     if comparison:
         parts.append(f"<p><b>Comparison:</b> {html.escape(_format(comparison))}</p>")
     for name, path in figures.items():
-        caption = CAPTIONS.get(name, name)
-        pdf = Path("figures") / f"{path.stem}.pdf"
-        parts.append(
-            f'<figure id="{html.escape(path.stem)}">{_image(path)}'
-            f"<figcaption>{html.escape(caption)} "
-            f'(<a href="{pdf}">PDF</a>)</figcaption></figure>'
-        )
+        parts.append(figure_html(path, CAPTIONS.get(name, name)))
     return "\n".join(parts)
 
 
@@ -133,19 +285,6 @@ CLAIM_COLUMNS = (
     "number", "claim", "task", "verdict", "value", "spread", "n_seeds", "statistic",
     "threshold", "figure",
 )
-
-# Copies the CSV text of the claims table to the clipboard. It runs in the
-# page only and loads nothing.
-COPY_SCRIPT = """
-function copyClaimsCsv() {
-  const text = document.getElementById("claims-csv").textContent;
-  navigator.clipboard.writeText(text).then(
-    () => { document.getElementById("claims-copy-status").textContent = "copied"; },
-    () => { document.getElementById("claims-copy-status").textContent =
-      "copy failed: select the CSV below instead"; });
-}
-"""
-
 
 def claims_csv(entries: list[dict[str, Any]]) -> str:
     """Return the claim entries as CSV, one row per claim and task.
@@ -192,14 +331,14 @@ def _figure_links(entry: dict[str, Any], figure_ids: set[str]) -> str:
     return ", ".join(links)
 
 
+CLAIMS_HEADER = [
+    "#", "claim", "task", "verdict", "value", "seeds", "statistic", "threshold",
+    "figure",
+]
+
+
 def _claims_section(entries: list[dict[str, Any]], figure_ids: set[str]) -> str:
-    header = "".join(
-        f"<th>{name}</th>" for name in (
-            "#", "claim", "task", "verdict", "value", "seeds", "statistic",
-            "threshold", "figure",
-        )
-    )
-    rows = [f"<tr>{header}</tr>"]
+    rows = []
     for entry in entries:
         reason = entry["details"].get("reason")
         verdict = html.escape(entry["verdict"].replace("_", " "))
@@ -220,34 +359,62 @@ def _claims_section(entries: list[dict[str, Any]], figure_ids: set[str]) -> str:
             + f"<td>{_figure_links(entry, figure_ids)}</td>"
         )
         rows.append(f"<tr>{row}</tr>")
+    table = _sortable_table("claims", CLAIMS_HEADER, rows, claims_csv(entries))
     return f"""<h2>Claims</h2>
 <p>Verdicts on six claims of a published grokking study, from every seed given
 (the tables above show the lowest seed of each regime). A group with fewer than two
 seeds is inconclusive. The statistics and thresholds are defined in docs/claims.md of
 groklab; claims.json in this folder contains every entry with its inputs.</p>
-<table id="claims">{"".join(rows)}</table>
-<p><button type="button" onclick="copyClaimsCsv()">Copy as CSV</button>
-<span id="claims-copy-status"></span></p>
-<details><summary>CSV</summary>
-<pre id="claims-csv">{html.escape(claims_csv(entries))}</pre></details>
-<script>{COPY_SCRIPT}</script>"""
+{table}"""
+
+
+def _extra_section(anchor_id: str, title: str, body: str) -> str:
+    heading = f"<h2>{html.escape(title)}</h2>"
+    return f'<section id="{anchor_id}">{heading}\n{body}\n</section>'
+
+
+def _check_extra_sections(extra_sections: Sequence[tuple[str, str, str]]) -> None:
+    seen: set[str] = set()
+    for anchor_id, _, _ in extra_sections:
+        _check_id("section", anchor_id)
+        if anchor_id in seen:
+            raise ValueError(
+                f"section id {anchor_id!r} is given twice: give each extra section "
+                "its own id"
+            )
+        seen.add(anchor_id)
+
+
+# The figure markup that figure_html writes, used to find the figures inside
+# extra sections so that claim rows can link to them.
+FIGURE_ID = re.compile(r'<figure id="([^"]+)">')
 
 
 def render_report(
     sections: list[tuple[str, dict, dict]],
     summary: dict[str, Any],
     claims: list[dict[str, Any]] | None = None,
+    extra_sections: Sequence[tuple[str, str, str]] = (),
 ) -> str:
     """Return the report page. Figures are embedded, so the file is self-contained.
 
-    ``claims`` (entries of claims.json) adds a Claims section when given.
+    ``extra_sections`` are ``(anchor_id, title, html_body)`` triples, placed
+    after the task sections and before the Claims section that ``claims``
+    (entries of claims.json) adds. Their bodies are inserted as given, so
+    build them with ``table_html`` and ``figure_html``. Raises ValueError on an
+    invalid or repeated anchor id.
     """
-    body = "\n".join(_section(*section) for section in sections)
+    _check_extra_sections(extra_sections)
+    parts = [_section(*section) for section in sections]
+    parts += [_extra_section(*extra) for extra in extra_sections]
     if claims is not None:
         figure_ids = {
             path.stem for _, _, figures in sections for path in figures.values()
         }
-        body += "\n" + _claims_section(claims, figure_ids)
+        for _, _, extra_body in extra_sections:
+            figure_ids.update(html.unescape(m) for m in FIGURE_ID.findall(extra_body))
+        parts.append(_claims_section(claims, figure_ids))
+    body = "\n".join(parts)
     provenance = json.dumps(
         {"versions": summary["versions"], "analysis_config": summary["analysis_config"]},
         indent=2,
@@ -265,5 +432,6 @@ form, pruning order and tolerance that produced it.</p>
 {body}
 <h2>Provenance</h2>
 <pre>{html.escape(provenance)}</pre>
+<script>{PAGE_SCRIPT}</script>
 </body></html>
 """
