@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from groklab.analysis.features import fourier_features, ising_features
+from groklab.analysis.features import fourier_features, ising_features, jaccard
 from groklab.analysis.fisher import fisher_diagonal, fisher_diagonals
 from groklab.analysis.ising_data import dataset_diagnostics
 from groklab.analysis.geometry import summary_statistics, trajectory_measures
@@ -386,23 +386,59 @@ def _geometry(model, trajectory, held_out, config: AnalysisConfig) -> dict:
 
 
 def _features_over_time(run, model, trajectory, data, config) -> dict[str, Any]:
-    """Track the headline feature measure at the checkpoints used for geometry."""
+    """Track feature measures at the checkpoints used for geometry.
+
+    Modular-addition rows contain the key frequencies, their norm fraction and
+    the inverse participation ratio (``ipr``) of the power summed over both
+    token blocks. They also contain the Jaccard overlap of the key frequencies
+    with those of the final checkpoint, the last of ``trajectory``. Ising rows
+    contain, per layer and target, the best unit's max |correlation| and the
+    held-out probe R^2.
+    """
     rows = []
     for epoch, params in trajectory:
-        row: dict[str, Any] = {"epoch": epoch}
+        feats = _features(run, model, params, data, config)
         if run.config.task is Task.MODADD:
-            feats = fourier_features(
-                params["fc1.weight"].double().numpy(), run.config.p, top_k=config.top_k
-            )
-            row["top_k_norm_fraction"] = feats["top_k_norm_fraction"]
+            rows.append({"epoch": epoch, **_modadd_row(feats)})
         else:
-            feats = _features(run, model, params, data, config)
-            row["max_abs_corr"] = {
-                layer: {t: v["max_abs_corr"] for t, v in entry["correlations"].items()}
-                for layer, entry in feats["layers"].items()
-            }
-        rows.append(row)
+            rows.append({"epoch": epoch, **_ising_row(feats)})
+    if run.config.task is Task.MODADD:
+        final = rows[-1]["key_frequencies"]
+        for row in rows:
+            row["jaccard_to_final"] = jaccard(row["key_frequencies"], final)
     return {"rows": rows}
+
+
+def _modadd_row(feats: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "top_k_norm_fraction": feats["top_k_norm_fraction"],
+        "key_frequencies": feats["key_frequencies"],
+        "ipr": _spectrum_ipr(feats["a"]["spectrum"], feats["b"]["spectrum"]),
+    }
+
+
+def _spectrum_ipr(spectrum_a: list[float], spectrum_b: list[float]) -> float | None:
+    """Return the inverse participation ratio of the summed power per frequency.
+
+    Frequency 0 counts. The ratio is 1 when all the power is at one frequency
+    and 1 / (P//2 + 1) for a flat spectrum. It is ``None`` when all weights are 0.
+    """
+    total = np.asarray(spectrum_a) + np.asarray(spectrum_b)
+    norm = total.sum()
+    if norm == 0:
+        return None
+    return float(np.sum((total / norm) ** 2))
+
+
+def _ising_row(feats: dict[str, Any]) -> dict[str, Any]:
+    layers = feats["layers"]
+    return {
+        "max_abs_corr": {
+            layer: {t: v["max_abs_corr"] for t, v in entry["correlations"].items()}
+            for layer, entry in layers.items()
+        },
+        "probe_r2": {layer: dict(entry["probe_r2"]) for layer, entry in layers.items()},
+    }
 
 
 def _asdict(obj: Any) -> dict[str, Any]:
@@ -439,3 +475,19 @@ def load_analysis(run_dir: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise RunFolderError(f"{path} is corrupt ({err}): run groklab analyze again") from None
+
+
+def final_pruning(
+    run_dir: Path, config: AnalysisConfig, *, cache_dir: Path | None = None
+) -> dict[str, Any]:
+    """Return the pruning record of the run's final model under ``config`` alone.
+
+    This is the ``pruning`` entry of analysis.json without the rest of the
+    analysis, so a study can compare Fisher forms and pruning orders cheaply.
+    """
+    run = read_run(run_dir)
+    torch.set_num_threads(run.config.threads)
+    data = _load_run_data(run, False, cache_dir)
+    model = build_model(run.config)
+    params = _load_params(_checked_checkpoints(run)[-1][1], model)
+    return _json_safe(_pruning(model, params, data, _held_out(data, config), config))

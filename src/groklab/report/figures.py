@@ -340,6 +340,211 @@ def _plot_compression_line(ax, view: RunView, order: str, epochs, entry) -> None
                 transform=ax.get_xaxis_transform(), label=label)
 
 
+def plot_through_training(views: list[RunView]) -> Figure:
+    """Stack accuracy, loss, features, compressibility and Fisher geometry over epochs.
+
+    The panels share one epoch axis. Each marks every regime's train-fit
+    (dashed) and test-fit (dotted) epochs and shades its plateau between them,
+    so a peak can be read against the end of the plateau. A panel names the
+    views whose analysis lacks its record as not measured, in its title.
+    """
+    task = views[0].analysis["task"]
+    panels = [
+        _panel_accuracy,
+        _panel_test_loss,
+        _panel_modadd_features if task == "modadd" else _panel_ising_features,
+        _panel_compression,
+        _panel_fisher_step,
+        _panel_fisher_cosine,
+    ]
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(
+            len(panels), 1, sharex=True, figsize=(9.5, 2.3 * len(panels))
+        )
+        for index, (ax, draw) in enumerate(zip(axes, panels)):
+            missing = draw(ax, views)
+            for view in views:
+                _mark_plateau(ax, view, legend=index == 0)
+            title = f"({'abcdef'[index]}) {ax.get_title()}"
+            if missing:
+                title += f" (not measured: {', '.join(missing)})"
+            ax.set_title(title)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        last_epoch = max(float(np.max(view.metrics["epoch"])) for view in views)
+        _epoch_axis(axes[-1], last_epoch)
+        fig.tight_layout()
+    return fig
+
+
+def _mark_plateau(ax, view: RunView, legend: bool) -> None:
+    """Mark the view's fit epochs and shade its plateau from train fit to test fit.
+
+    A run that never fits its test set stays on the plateau, so the shading
+    then runs to its last epoch.
+    """
+    timing = view.analysis.get("timing", {})
+    train_fit, test_fit = timing.get("epoch_train_fit"), timing.get("epoch_test_fit")
+    marks = ((train_fit, "--", "train fit"), (test_fit, ":", "test fit"))
+    for epoch, style, name in marks:
+        if epoch is not None:
+            label = f"{view.label}: {name} ({epoch})" if legend else "_nolegend_"
+            ax.axvline(epoch, color=view.color, linestyle=style, linewidth=1,
+                       label=label)
+    if train_fit is None:
+        return
+    end = test_fit if test_fit is not None else float(np.max(view.metrics["epoch"]))
+    if end > train_fit:
+        name = "plateau" if test_fit is not None else "plateau, test fit not reached"
+        label = f"{view.label}: {name}" if legend else "_nolegend_"
+        ax.axvspan(train_fit, end, color=view.color, alpha=0.08, linewidth=0,
+                   label=label)
+
+
+def _panel_accuracy(ax, views: list[RunView]) -> list[str]:
+    for view in views:
+        for split, style in (("train", "-"), ("test", "-.")):
+            ax.plot(view.metrics["epoch"], view.metrics[f"{split}/acc"], style,
+                    color=view.color, label=f"{view.label}: {split}")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("accuracy")
+    ax.set_title("train and test accuracy (fraction correct)")
+    return [view.label + " fit epochs" for view in views
+            if "epoch_train_fit" not in view.analysis.get("timing", {})]
+
+
+def _panel_test_loss(ax, views: list[RunView]) -> list[str]:
+    for view in views:
+        ax.plot(view.metrics["epoch"], view.metrics["test/loss"], color=view.color,
+                label=view.label)
+    _log_scale_y(ax)
+    ax.set_ylabel("test loss (nats)")
+    ax.set_title("test cross-entropy")
+    return []
+
+
+def _feature_series(view: RunView, key: str) -> tuple[np.ndarray, list] | None:
+    """Return (epochs, values of ``key``) of the features_over_time rows, or None."""
+    rows = view.analysis.get("features_over_time", {}).get("rows", [])
+    if not rows or any(key not in row for row in rows):
+        return None
+    epochs = np.array([row["epoch"] for row in rows], dtype=float)
+    return epochs, [row[key] for row in rows]
+
+
+def _panel_modadd_features(ax, views: list[RunView]) -> list[str]:
+    missing = []
+    for view in views:
+        top_k = view.analysis["analysis_config"]["top_k"]
+        for key, style, name in (
+            ("top_k_norm_fraction", ".-", f"top-{top_k} norm fraction"),
+            ("jaccard_to_final", "s--", "Jaccard to final key frequencies"),
+        ):
+            series = _feature_series(view, key)
+            if series is None:
+                missing.append(f"{view.label} {name}")
+                continue
+            ax.plot(series[0], _values(series[1]), style, color=view.color,
+                    markersize=3, label=f"{view.label}: {name}")
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_ylabel("fraction")
+    ax.set_title("Fourier features of the first layer")
+    return missing
+
+
+def _panel_ising_features(ax, views: list[RunView]) -> list[str]:
+    missing = []
+    for view in views:
+        series = _feature_series(view, "probe_r2")
+        if series is None:
+            missing.append(f"{view.label} probe R^2")
+            continue
+        epochs, probes = series
+        for target, style, name in (("energy", ".-", "energy"),
+                                    ("abs_magnetisation", "s--", "|m|")):
+            best = [_best_score(row, target) for row in probes]
+            ax.plot(epochs, _values(best), style, color=view.color, markersize=3,
+                    label=f"{view.label}: {name}")
+    # A probe can score far below 0 on held-out data. Clip the axis so that
+    # such a point does not flatten the others; the JSON has the value.
+    ax.set_ylim(max(-0.5, min(0, ax.get_ylim()[0])), 1.05)
+    ax.set_ylabel("probe R^2")
+    ax.set_title("best layer's held-out linear-probe R^2 of energy and |m|")
+    return missing
+
+
+def _best_score(
+    probes: dict[str, dict[str, float | None]], target: str
+) -> float | None:
+    """Return the highest probe R^2 of ``target`` over layers, None if all are null."""
+    scores = [by_target[target] for by_target in probes.values()
+              if by_target[target] is not None]
+    return max(scores, default=None)
+
+
+def _panel_compression(ax, views: list[RunView]) -> list[str]:
+    missing, tolerances, finite = [], set(), False
+    for view in views:
+        record = view.analysis.get("pruning_over_time")
+        if record is None or "fisher" not in record["orders"]:
+            missing.append(view.label)
+            continue
+        entry = record["orders"]["fisher"]
+        epochs = np.array(record["epochs"], dtype=float)
+        _plot_compression_line(ax, view, "fisher", epochs, entry)
+        finite |= bool(np.isfinite(_values(entry["compression_factor"])).any())
+        tolerances.add(f"{record['tolerance']:g}")
+    if finite:
+        ax.set_yscale("log")
+    ax.set_ylabel("total / kept")
+    title = "global compression factor, Fisher order"
+    if tolerances:
+        title += f", tolerance {' and '.join(sorted(tolerances))}"
+    ax.set_title(title)
+    return missing
+
+
+def _geometry_series(
+    view: RunView, key: str, x_key: str
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Return (epochs, values) of ``geometry["all"][key]``, or None if absent."""
+    geometry = view.analysis.get("geometry")
+    if geometry is None or key not in geometry["all"]:
+        return None
+    return np.array(geometry[x_key], dtype=float), _values(geometry["all"][key])
+
+
+def _panel_fisher_step(ax, views: list[RunView]) -> list[str]:
+    missing = []
+    for view in views:
+        series = _geometry_series(view, "fisher_step", "step_epochs")
+        if series is None:
+            missing.append(view.label)
+            continue
+        # A step can span several epochs, so divide by the span, as in plot_geometry.
+        spans = np.diff(np.array(view.analysis["geometry"]["epochs"], dtype=float))
+        ax.plot(series[0], series[1] / spans, ".-", color=view.color, markersize=3,
+                label=view.label)
+    _log_scale_y(ax)
+    ax.set_ylabel("Fisher length / epoch")
+    ax.set_title("Fisher step length per epoch, all parameters")
+    return missing
+
+
+def _panel_fisher_cosine(ax, views: list[RunView]) -> list[str]:
+    missing = []
+    for view in views:
+        series = _geometry_series(view, "fisher_cosine", "turn_epochs")
+        if series is None:
+            missing.append(view.label)
+            continue
+        ax.plot(*series, ".-", color=view.color, markersize=3, label=view.label)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_ylabel("cosine")
+    ax.set_title("Fisher cosine of consecutive steps, all parameters")
+    return missing
+
+
 def plot_ising_diagnostics(diagnostics: dict[str, Any]) -> Figure:
     """Plot sampled energy and |m| against T with exact curves, class balance, examples."""
     rows = diagnostics["per_temperature"]
@@ -416,6 +621,7 @@ def task_figures(views: list[RunView]) -> dict[str, Figure]:
     }
     if any("pruning_over_time" in view.analysis for view in views):
         figures["compressibility_over_time"] = plot_compressibility_over_time(views)
+    figures["through_training"] = plot_through_training(views)
     if "dataset" in views[0].analysis:
         figures["dataset"] = plot_ising_diagnostics(views[0].analysis["dataset"])
     return figures
