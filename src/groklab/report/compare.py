@@ -125,27 +125,42 @@ def compare_runs(
     summary: dict[str, Any] = {"versions": versions(), "analysis_config": config.to_dict()}
     sections = []
     for task, slot in sorted(pairs.items()):
-        views, task_summary = [], {}
-        for regime in ("grok", "steady"):
-            lowest_seed_run = slot[regime][0]
-            analysis = analyses[lowest_seed_run]
-            views.append(RunView(regime, read_run(lowest_seed_run).metrics, analysis))
-            task_summary[regime] = regime_summary(analysis)
-        task_summary["comparison"] = task_comparison(task_summary["grok"], task_summary["steady"])
-        task_summary["claim_runs"] = {
-            regime: [analyses[d]["run"] for d in slot[regime]] for regime in slot
-        }
-        summary[task] = task_summary
-        figures = {
-            name: save_figure(fig, out / "figures" / f"{task}_{name}")
-            for name, fig in task_figures(views).items()
-        }
-        sections.append((task, task_summary, figures))
+        section = task_section(task, slot, analyses, out)
+        summary[task] = section[1]
+        sections.append(section)
     write_text(out / "claims.json", claims_json(claim_entries))
     write_json(out / "summary.json", summary)
     report = out / "report.html"
     write_text(report, render_report(sections, summary, claim_entries))
     return report
+
+
+def task_section(
+    task: str,
+    slot: dict[str, list[Path]],
+    analyses: dict[Path, dict[str, Any]],
+    out: Path,
+) -> tuple[str, dict[str, Any], dict[str, Path]]:
+    """Draw one task's figures into ``out/figures``; return its report section.
+
+    ``slot`` maps each regime to its run folders sorted by seed; the figures
+    and the summary show the lowest seed of each regime.
+    """
+    views, task_summary = [], {}
+    for regime in ("grok", "steady"):
+        lowest_seed_run = slot[regime][0]
+        analysis = analyses[lowest_seed_run]
+        views.append(RunView(regime, read_run(lowest_seed_run).metrics, analysis))
+        task_summary[regime] = regime_summary(analysis)
+    task_summary["comparison"] = task_comparison(task_summary["grok"], task_summary["steady"])
+    task_summary["claim_runs"] = {
+        regime: [analyses[d]["run"] for d in slot[regime]] for regime in slot
+    }
+    figures = {
+        name: save_figure(fig, out / "figures" / f"{task}_{name}")
+        for name, fig in task_figures(views).items()
+    }
+    return task, task_summary, figures
 
 
 def _check_out(out: Path, force: bool) -> None:
