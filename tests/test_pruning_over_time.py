@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from groklab.analysis.fisher import fisher_diagonal
 from groklab.analysis.pruning import (
@@ -13,7 +14,14 @@ from groklab.analysis.pruning import (
     pruning_curve,
     saliency,
 )
-from groklab.analysis.run import _held_out, analyze_run, select_pruning_checkpoints
+from groklab.analysis.pruning.core import ScopeVector
+from groklab.analysis.pruning.curve import make_evaluator
+from groklab.analysis.run import (
+    _held_out,
+    _load_params,
+    analyze_run,
+    select_pruning_checkpoints,
+)
 from groklab.cli import main
 from groklab.config import AnalysisConfig
 from groklab.models import build_model
@@ -122,7 +130,9 @@ def test_values_match_direct_call(run_dir, analysis, position):
     model = build_model(run.config)
     data = load_task(run.config, None, progress=False)
     path = dict(run.checkpoints())[epoch]
-    params = model_tensors(load_checkpoint(path)[0])
+    stored = model_tensors(load_checkpoint(path)[0])
+    # The module's parameter order, as the analysis loads it.
+    params = {name: stored[name] for name, _ in model.named_parameters()}
     inputs = _held_out(data, config)["pruning"]
     fisher = fisher_diagonal(model, inputs, "regression", params=params)
     for order in ORDERS:
@@ -200,3 +210,16 @@ def test_figure_marks_unbounded_and_times(run_dir, analysis, tmp_path):
 )
 def test_selection_keeps_final_and_fits(epochs, limit, fit_epochs, expected):
     assert select_pruning_checkpoints(epochs, limit, fit_epochs) == expected
+
+
+def test_analysis_loads_params_for_the_fast_evaluator(run_dir):
+    run = read_run(run_dir)
+    model = build_model(run.config)
+    data = load_task(run.config, None, progress=False)
+    params = _load_params(run.checkpoints()[-1][1], model)
+    assert list(params) == [name for name, _ in model.named_parameters()]
+    saliency = {name: torch.ones_like(value) for name, value in params.items()}
+    vector = ScopeVector(params, saliency, None)
+    evaluator = make_evaluator(model, vector, data.test_inputs, data.test_targets,
+                               "auto", 64, 1024)
+    assert evaluator.method == "incremental"

@@ -153,7 +153,9 @@ def _load_params(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
             f"checkpoint {path} does not match the model of the run's config.json "
             "(parameter names or shapes differ): the folder mixes runs, so re-run training"
         )
-    return params
+    # A checkpoint file stores its tensors sorted by name. The fast pruning
+    # evaluators accept only the module's own parameter order.
+    return {name: params[name] for name in expected}
 
 
 def _held_out(data: TaskData, config: AnalysisConfig) -> dict[str, torch.Tensor]:
