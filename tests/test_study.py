@@ -12,7 +12,7 @@ import pytest
 from cli_assertions import assert_one_line_error
 from groklab.cli import main
 from groklab.config import ConfigError
-from groklab.report.alpha_sweep import alpha_table, compressive_onset
+from groklab.report.alpha_sweep import alpha_table, compressive_onset, plot_alpha_sweep
 from groklab.study.config import StudyConfig, study_config
 from groklab.study.run import _members_per_pack, alpha_spec, regime_spec
 
@@ -126,6 +126,24 @@ def test_compressive_onset_none_when_smallest_alpha_is_not():
     assert compressive_onset(rows) is None
 
 
+def test_alpha_figure_marks_unbounded_and_compressive_runs():
+    points = [
+        {**_point(0.1, 30.0, True, 0), "compression_unbounded": False},
+        {**_point(1.0, None, False, None), "compression_unbounded": True},
+        {**_point(10.0, 3.0, False, 50), "compression_unbounded": False},
+    ]
+    for point in points:
+        point.update(pruning_order="fisher", fisher_form="regression", tolerance=0.01)
+    fig = plot_alpha_sweep("modadd", points)
+    top, bottom = fig.axes
+    labels = top.get_legend_handles_labels()[1]
+    assert "compressive regime" in labels
+    assert any(label.startswith("unbounded") for label in labels)
+    assert top.get_xscale() == "log"
+    assert "no test fit within the run" in bottom.get_legend_handles_labels()[1]
+    assert "regression Fisher" in top.get_title()
+
+
 # --- end to end --------------------------------------------------------------
 
 
@@ -213,7 +231,7 @@ def test_other_settings_in_a_study_folder_are_refused(study, capsys):
 def test_non_empty_folder_without_study_is_refused(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("keep me")
     code = main(["reproduce", "--out", str(tmp_path), "--quiet", *TINY])
-    assert_one_line_error(capsys, code, "holds no study.json")
+    assert_one_line_error(capsys, code, "contains no study.json")
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 

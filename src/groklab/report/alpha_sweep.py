@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, LogFormatter  # noqa: E402
 
 from groklab.report.figures import COLORS, STYLE  # noqa: E402
 
@@ -29,6 +30,7 @@ def alpha_point(analysis: dict[str, Any]) -> dict[str, Any]:
         "fisher_form": analysis["analysis_config"]["fisher_form"],
         "tolerance": analysis["analysis_config"]["tolerance"],
         "compression_factor": entry["compression"]["factor"],
+        "compression_unbounded": entry["compression"]["n_kept"] == 0,
         "linear_fit_r2": entry["linear_fit"]["r2"],
         "linear_fit_slope": entry["linear_fit"]["slope"],
         "compressive": bool(entry["compressive"]),
@@ -42,9 +44,9 @@ def alpha_point(analysis: dict[str, Any]) -> dict[str, Any]:
 def alpha_table(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Aggregate the points per alpha: seeds, share compressive, factor and delay.
 
-    The factor is summarised by its geometric mean and the spread of its
-    log10 over seeds; the delay by its median over the seeds that reached
-    the test fit.
+    The factor is summarised by its geometric mean and the standard deviation
+    of its log10 over seeds. The delay is summarised by its median over the
+    seeds that reached the test fit.
     """
     rows = []
     for alpha in sorted({p["alpha"] for p in points}):
@@ -96,6 +98,7 @@ def plot_alpha_sweep(task: str, points: list[dict[str, Any]]) -> Figure:
         onset = compressive_onset(rows)
         for ax in (top, bottom):
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
             if onset is not None:
                 ax.axvspan(min(r["alpha"] for r in rows) / 1.5, onset * 1.2,
                            color=COLORS["steady"], alpha=0.08,
@@ -113,8 +116,9 @@ def plot_alpha_sweep(task: str, points: list[dict[str, Any]]) -> Figure:
 
 
 def _factor_panel(ax, points, rows) -> None:
+    bounded = [p for p in points if not p.get("compression_unbounded")]
     for compressive, marker_face in ((True, COLORS["steady"]), (False, "white")):
-        group = [p for p in points if p["compressive"] is compressive]
+        group = [p for p in bounded if p["compressive"] is compressive]
         ax.scatter([p["alpha"] for p in group],
                    [_num(p["compression_factor"]) for p in group],
                    facecolors=marker_face, edgecolors=COLORS["steady"], zorder=3,
@@ -122,8 +126,17 @@ def _factor_panel(ax, points, rows) -> None:
     means = [_num(r["compression_factor_geomean"]) for r in rows]
     ax.plot([r["alpha"] for r in rows], means, "-", color="black", linewidth=1,
             label="geometric mean over seeds")
+    unbounded = [p for p in points if p.get("compression_unbounded")]
+    if unbounded:
+        # x in data units, y in axes units: the marker sits at the top edge.
+        ax.plot([p["alpha"] for p in unbounded], np.full(len(unbounded), 0.97), "^",
+                color=COLORS["steady"], transform=ax.get_xaxis_transform(),
+                label="unbounded (nothing kept, e.g. chance accuracy)")
     if any(np.isfinite(means)) and np.nanmin(means) > 0:
         ax.set_yscale("log")
+        # Plain numbers such as 1.4 and 20 in place of 1.4 x 10^0.
+        ax.yaxis.set_major_formatter(LogFormatter())
+        ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
     ax.set_ylabel("compression factor (total / kept)")
 
 

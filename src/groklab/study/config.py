@@ -28,7 +28,7 @@ RESERVED_RUN_KEYS = ("task", "regime", "alpha", "seed", "epochs")
 
 @dataclass
 class StudyConfig:
-    """What ``groklab reproduce`` runs; every result records the values it used."""
+    """Settings of one study: tasks, seeds, epochs and alphas; results record them."""
 
     scale: str = "quick"
     """Name of the preset these values started from: ``quick`` or ``paper``."""

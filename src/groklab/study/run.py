@@ -66,7 +66,7 @@ class TaskRuns:
 
 @dataclass
 class StudyResult:
-    """What a study wrote, and the runs it had to leave out."""
+    """Outputs of a study: the report, the claims and the runs left out."""
 
     report: Path
     claims: list[dict[str, Any]]
@@ -172,7 +172,7 @@ def _collect(runs: TaskRuns, run_dir: Path, config: AnalysisConfig, regime) -> N
 
 
 def check_study_folder(out: Path, record: dict[str, Any], force: bool) -> None:
-    """Refuse a folder that holds a study with other settings, unless ``force``."""
+    """Raise RunFolderError for a folder with a study of other settings, unless ``force``."""
     import json
 
     if out.exists() and not out.is_dir():
@@ -181,7 +181,7 @@ def check_study_folder(out: Path, record: dict[str, Any], force: bool) -> None:
     if not path.exists():
         if out.is_dir() and any(out.iterdir()) and not force:
             raise RunFolderError(
-                f"{out} is not empty and holds no {STUDY_FILE}: choose an empty --out "
+                f"{out} is not empty and contains no {STUDY_FILE}: choose an empty --out "
                 "or pass --force"
             )
         return
@@ -193,7 +193,7 @@ def check_study_folder(out: Path, record: dict[str, Any], force: bool) -> None:
     for key in ("study_config", "analysis_config"):
         if stored.get(key) != record[key] and not force:
             raise RunFolderError(
-                f"{path} holds a study with another {key.replace('_', ' ')}: resume "
+                f"{path} contains a study with another {key.replace('_', ' ')}: resume "
                 "it with its own settings, pass --force to replace it, or choose "
                 "another --out"
             )

@@ -3,7 +3,7 @@
 Claims 2 and 3 (compressive regime, compression factors) rest on one pruning
 curve per run, and claim 5 on the curves through training. This module
 re-evaluates them for every pruning order and, for the final models, for both
-Fisher forms. The analysis holds the curves of its own Fisher form; the other
+Fisher forms. The analysis contains the curves of its own Fisher form; the other
 form's curves are computed here once per run and kept in a cache folder.
 """
 
@@ -35,7 +35,7 @@ def other_form_pruning(
     """Return, per run name, the final model's pruning record under the other form.
 
     A cached record in ``cache`` is reused when it was made with the same
-    settings for the same final metrics; otherwise it is computed and saved.
+    settings for the same final metrics. Otherwise it is computed and saved.
     """
     other = next(f for f in FISHER_FORMS if f != config.fisher_form)
     other_config = AnalysisConfig(**{**config.to_dict(), "fisher_form": other})
