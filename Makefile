@@ -1,12 +1,12 @@
-# Two entry points: `make demo` and `make test`. Both create .venv when it is
-# missing and install groklab into it. torch==2.13.0 is installed first and
-# pinned so that pip keeps the CPU build instead of fetching a CUDA one.
+# Entry points: `make reproduce` (the study), `make demo` and `make test`. Each
+# creates .venv when it is missing and installs groklab into it. torch==2.13.0
+# is installed first and pinned so that pip keeps the CPU build instead of fetching a CUDA one.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.groklab-installed
 
-.PHONY: demo test bench install clean
+.PHONY: reproduce demo test bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+reproduce: $(STAMP)
+	$(BIN)/groklab reproduce --scale quick --out runs/study
 
 demo: $(STAMP)
 	$(BIN)/groklab demo --out runs/demo
