@@ -13,8 +13,10 @@ from cli_assertions import assert_one_line_error
 from groklab.cli import main
 from groklab.config import ConfigError
 from groklab.report.alpha_sweep import alpha_table, compressive_onset, plot_alpha_sweep
+from groklab.report.study import _annotate_claims
 from groklab.study.config import StudyConfig, study_config
-from groklab.study.run import _members_per_pack, alpha_spec, regime_spec
+from groklab.study.run import _members_per_pack, alpha_spec, check_study_folder, regime_spec
+from groklab.training.runfolder import RunFolderError
 
 TINY = [
     "--set", "seeds=2", "--set", "modadd_epochs=6", "--set", "ising_epochs=30",
@@ -239,3 +241,44 @@ def test_bad_override_exits_with_one_line(tmp_path, capsys):
     code = main(["reproduce", "--out", str(tmp_path / "s"), "--set", "seeds=x"])
     assert_one_line_error(capsys, code, "seeds")
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["seeds=99999999999999999999"], "from 1 to 1000"),
+    (["modadd_overrides=p=11,p=13"], "once in the list"),
+])
+def test_seed_count_and_repeated_keys_are_rejected(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        study_config("quick", overrides)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--set", "modadd_overrides=p=1"], "modadd_overrides: invalid p 1"),
+    (["--set", "ising_overrides=ising_lattice=5"], "ising_overrides: invalid ising_lattice"),
+    (["--max-members", "0"], "invalid --max-members 0"),
+    (["--analysis-set", "sloppy_threshold=inf"], "invalid sloppy_threshold"),
+])
+def test_invalid_study_writes_nothing(tmp_path, capsys, args, fragment):
+    code = main(["reproduce", "--out", str(tmp_path / "s"), "--quiet", *TINY, *args])
+    assert_one_line_error(capsys, code, fragment)
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("content", ["null", "[]", "{not json"])
+def test_unreadable_study_file_needs_force(tmp_path, content):
+    (tmp_path / "study.json").write_text(content)
+    record = {"study_config": {}, "analysis_config": {}}
+    with pytest.raises(RunFolderError, match="unreadable"):
+        check_study_folder(tmp_path, record, force=False)
+    check_study_folder(tmp_path, record, force=True)
+    assert (tmp_path / "study.json").read_text() == content
+
+
+def test_claims_name_only_drawn_figures_of_studied_tasks(tmp_path):
+    for stem in ("modadd_geometry", "modadd_trajectories", "ising_geometry"):
+        (tmp_path / f"{stem}.png").write_bytes(b"png")
+    claim = {"number": 4, "id": "task_dependence", "task": "all",
+             "figure": "modadd_geometry, ising_geometry", "details": {}}
+    sensitivity = {"robustness": {}}
+    [entry] = _annotate_claims([claim], {}, sensitivity, {"modadd"}, tmp_path)
+    assert entry["figure"] == "modadd_geometry, modadd_trajectories"

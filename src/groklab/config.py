@@ -310,8 +310,8 @@ class AnalysisConfig:
                  self.linear_fit_max_fraction, "use a value in (0, 1]")
         require(0 <= self.compressive_r2 <= 1, "compressive_r2", self.compressive_r2,
                  "use a value in [0, 1]")
-        require(self.sloppy_threshold >= 0, "sloppy_threshold",
-                 self.sloppy_threshold, "use a value >= 0")
+        require(0 <= self.sloppy_threshold < math.inf, "sloppy_threshold",
+                 self.sloppy_threshold, "use a finite value >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)

@@ -59,7 +59,8 @@ def write_study_report(out, study, config, tasks, claims, sensitivity, options,
         extras.append(_trajectory_section(out, runs, embedding))
     extras.append(_sensitivity_section(sensitivity))
     extras.append(_settings_section(study, config, summary, tasks))
-    claims = _annotate_claims(claims, summary, sensitivity, {s[0] for s in sections})
+    claims = _annotate_claims(claims, summary, sensitivity, {s[0] for s in sections},
+                              out / "figures")
     write_text(out / "claims.json", claims_json(claims))
     write_json(out / "sensitivity.json", {**sensitivity, "analysis_config": config.to_dict()})
     write_json(out / "trajectories.json", trajectories)
@@ -165,14 +166,21 @@ def _settings_section(study, config: AnalysisConfig, summary, tasks) -> tuple[st
     return "settings", "Study settings", body
 
 
-def _annotate_claims(claims, summary, sensitivity, tasks: set[str]) -> list[dict]:
-    """Add the backing figures, the alpha sweep and the sensitivity to each claim."""
+def _annotate_claims(claims, summary, sensitivity, tasks: set[str],
+                     figures: Path) -> list[dict]:
+    """Add the backing figures, the alpha sweep and the sensitivity to each claim.
+
+    Only figures drawn in ``figures`` are named, so a claim across tasks in a
+    one-task study does not name the other task's figures.
+    """
     for entry in claims:
         stems = [s for s in entry["figure"].split(", ") if s]
         for_tasks = sorted(tasks) if entry["task"] == "all" else [entry["task"]]
         stems += [f"{t}_{name}" for name in CLAIM_FIGURES.get(entry["number"], [])
                   for t in for_tasks]
-        entry["figure"] = ", ".join(dict.fromkeys(stems))
+        drawn = [s for s in dict.fromkeys(stems)
+                 if s.split("_")[0] in tasks and (figures / f"{s}.png").is_file()]
+        entry["figure"] = ", ".join(drawn)
         if entry["number"] == 2 and entry["task"] in summary:
             entry["details"]["alpha_sweep"] = summary[entry["task"]]["alpha_sweep"][
                 "per_alpha"]

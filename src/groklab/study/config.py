@@ -22,6 +22,10 @@ from groklab.config import (
 )
 
 
+# Upper bound on the seeds per regime or alpha, far above any study that fits
+# a cluster, so that a mistyped count fails at once.
+MAX_SEEDS = 1000
+
 # Run config fields that the study sets itself.
 RESERVED_RUN_KEYS = ("task", "regime", "alpha", "seed", "epochs")
 
@@ -62,17 +66,21 @@ class StudyConfig:
             require(task in known, "tasks", task, "use a comma list of modadd, ising")
         require(len(self.tasks) >= 1 and len(set(self.tasks)) == len(self.tasks),
                  "tasks", self.tasks, "name each task once, e.g. modadd,ising")
-        for name in ("seeds", "modadd_epochs", "ising_epochs", "alpha_seeds",
-                     "trajectory_inputs"):
+        for name in ("modadd_epochs", "ising_epochs", "trajectory_inputs"):
             require(getattr(self, name) >= 1, name, getattr(self, name),
                      "use an integer >= 1")
+        for name in ("seeds", "alpha_seeds"):
+            require(1 <= getattr(self, name) <= MAX_SEEDS, name, getattr(self, name),
+                     f"use an integer from 1 to {MAX_SEEDS}")
         require(self.trajectory_checkpoints >= 2, "trajectory_checkpoints",
                  self.trajectory_checkpoints, "use an integer >= 2")
         for name in ("modadd_overrides", "ising_overrides"):
-            for pair in getattr(self, name):
-                key = pair.partition("=")[0].strip()
+            keys = [pair.partition("=")[0].strip() for pair in getattr(self, name)]
+            for key, pair in zip(keys, getattr(self, name)):
                 require(key not in RESERVED_RUN_KEYS, name, pair,
-                        "set epochs, alpha, seeds and regimes with the study's own keys")
+                        "set tasks, epochs, alphas and seeds with the study's own keys")
+                require(keys.count(key) == 1, name, pair,
+                        f"give {key} once in the list")
         for name in ("modadd_alphas", "ising_alphas"):
             for alpha in getattr(self, name):
                 require(alpha > 0 and math.isfinite(alpha), name, alpha,

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from groklab.analysis.claim_inputs import evaluate_claims
-from groklab.config import AnalysisConfig, RunConfig, Task
+from groklab.config import AnalysisConfig, ConfigError, RunConfig, Task
 from groklab.study.config import StudyConfig
 from groklab.study.sensitivity import other_form_pruning, robustness, sensitivity_rows
 from groklab.sweep import SweepOptions, SweepSpec, run_sweep
@@ -171,6 +171,28 @@ def _collect(runs: TaskRuns, run_dir: Path, config: AnalysisConfig, regime) -> N
         runs.regime_runs[regime].append(run_dir)
 
 
+def check_study_options(study: StudyConfig, options: StudyOptions) -> None:
+    """Raise ConfigError for options or run configs that cannot work; writes nothing.
+
+    Every run config of the study is built here, so an invalid run override
+    fails before the first run trains.
+    """
+    check_backend_options(options.backend, options.address, options.workers)
+    if options.max_members < 1:
+        raise ConfigError(
+            f"invalid --max-members {options.max_members}: use an integer >= 1"
+        )
+    for task in study.tasks:
+        key = f"{task}_overrides"
+        try:
+            regime_spec(study, task).points()
+            extra = alpha_spec(study, task)
+            if extra is not None:
+                extra.points()
+        except ConfigError as err:
+            raise ConfigError(f"{key}: {err}") from None
+
+
 def check_study_folder(out: Path, record: dict[str, Any], force: bool) -> None:
     """Raise RunFolderError for a folder with a study of other settings, unless ``force``."""
     import json
@@ -187,7 +209,11 @@ def check_study_folder(out: Path, record: dict[str, Any], force: bool) -> None:
         return
     try:
         stored = json.loads(path.read_text())
+        if not isinstance(stored, dict):
+            raise ValueError(f"expected a JSON object, got {type(stored).__name__}")
     except (OSError, ValueError) as err:
+        if force:
+            return
         raise RunFolderError(f"{path} is unreadable ({err}): pass --force to replace "
                              "it or choose another --out") from None
     for key in ("study_config", "analysis_config"):
@@ -214,7 +240,7 @@ def reproduce(
 
     options = options or StudyOptions()
     out = Path(out)
-    check_backend_options(options.backend, options.address, options.workers)
+    check_study_options(study, options)
     record = {
         "study_config": study.to_dict(),
         "analysis_config": config.to_dict(),
