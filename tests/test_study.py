@@ -46,8 +46,10 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_quick_and_paper_presets():
     quick = study_config("quick", [])
     paper = study_config("paper", [])
-    assert quick.seeds >= 2 and quick.tasks == ["modadd", "ising"]
-    assert paper.seeds == 10 and paper.ising_epochs == 100000
+    assert quick.seeds >= 2
+    assert quick.tasks == ["modadd", "ising"]
+    assert paper.seeds == 10
+    assert paper.ising_epochs == 100000
     assert min(paper.ising_alphas) == pytest.approx(0.1)
     assert paper.scale == "paper"
 
