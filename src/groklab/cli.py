@@ -221,8 +221,8 @@ def _reproduce_parser(sub) -> None:
         help="run the whole study and give a verdict on each claim",
         description="Train seeds of both regimes and an alpha sweep on both tasks, "
         "analyse them, test the six claims and write report.html, claims.json, "
-        "sensitivity.json and trajectories.json into --out. quick fits a 2-core "
-        "laptop in under 45 minutes; paper uses the published settings and takes "
+        "sensitivity.json and trajectories.json into --out. quick takes about an hour "
+        "on a 2-core laptop; paper uses the published settings and takes "
         "hours (use --backend ray on a cluster). Re-running the same command resumes.",
     )
     p.add_argument("--scale", default="quick", choices=list(SCALES),

@@ -2,7 +2,7 @@
 
 A study trains, on every task, ``seeds`` grokking and ``seeds`` steady runs at
 the regime alphas, and an alpha sweep of ``alpha_seeds`` runs at each extra
-alpha. The ``quick`` scale fits a 2-core laptop in under 45 minutes; the
+alpha. The ``quick`` scale takes about an hour on a 2-core laptop; the
 ``paper`` scale uses the published settings and takes hours.
 """
 
