@@ -165,9 +165,28 @@ def _ising_import_parser(sub) -> None:
                    "pass it only for files from a source you trust")
 
 
-def _sweep_parser(sub) -> None:
+def _job_options(parser: argparse.ArgumentParser) -> None:
+    """Add the analysis overrides and the options that choose where jobs run."""
     from groklab.sweep.backends import BACKENDS
 
+    parser.add_argument("--analysis-set", dest="analysis_overrides", action="append",
+                        default=[], metavar="KEY=VALUE",
+                        help="override an analysis setting; repeatable. Keys: "
+                        + ", ".join(AnalysisConfig.__dataclass_fields__))
+    parser.add_argument("--backend", default="local", choices=BACKENDS,
+                        help="where jobs run: local processes or a Ray cluster "
+                        "(default local)")
+    parser.add_argument("--address", metavar="ADDR",
+                        help="Ray cluster address, e.g. 127.0.0.1:6379 (default: "
+                        "$RAY_ADDRESS, else a new local Ray instance)")
+    parser.add_argument("--workers", type=int,
+                        help="parallel jobs (local default: the CPUs available to this "
+                        "process; Ray default: as many as the cluster runs)")
+    parser.add_argument("--max-members", type=int, default=10, metavar="M",
+                        help="max runs trained together in one ensemble (default 10)")
+
+
+def _sweep_parser(sub) -> None:
     p = sub.add_parser(
         "sweep",
         help="train and analyse a grid of runs over config values and seeds",
@@ -187,21 +206,8 @@ def _sweep_parser(sub) -> None:
                    help="seeds of every grid point: N, A-B (inclusive) or a comma list "
                    "such as 0,2,5 (default 0)")
     _set_option(p, ", ".join(RunConfig.__dataclass_fields__))
-    p.add_argument("--analysis-set", dest="analysis_overrides", action="append",
-                   default=[], metavar="KEY=VALUE",
-                   help="override an analysis setting; repeatable. Keys: "
-                   + ", ".join(AnalysisConfig.__dataclass_fields__))
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="sweep folder")
-    p.add_argument("--backend", default="local", choices=BACKENDS,
-                   help="where jobs run: local processes or a Ray cluster (default local)")
-    p.add_argument("--address", metavar="ADDR",
-                   help="Ray cluster address, e.g. 127.0.0.1:6379 (default: $RAY_ADDRESS, "
-                   "else a new local Ray instance)")
-    p.add_argument("--workers", type=int,
-                   help="parallel jobs (local default: the CPUs "
-                   "available to this process; Ray default: as many as the cluster runs)")
-    p.add_argument("--max-members", type=int, default=10, metavar="M",
-                   help="max runs trained together in one ensemble (default 10)")
+    _job_options(p)
     p.add_argument("--force", action="store_true",
                    help="run in a folder that contains another sweep, and replace run "
                    "folders whose config differs")
@@ -214,7 +220,6 @@ def _sweep_parser(sub) -> None:
 
 def _reproduce_parser(sub) -> None:
     from groklab.study.config import SCALES, StudyConfig
-    from groklab.sweep.backends import BACKENDS
 
     p = sub.add_parser(
         "reproduce",
@@ -229,19 +234,7 @@ def _reproduce_parser(sub) -> None:
                    help="preset of seeds, epochs and alphas (default quick)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="study folder")
     _set_option(p, ", ".join(f for f in StudyConfig.__dataclass_fields__ if f != "scale"))
-    p.add_argument("--analysis-set", dest="analysis_overrides", action="append",
-                   default=[], metavar="KEY=VALUE",
-                   help="override an analysis setting; repeatable. Keys: "
-                   + ", ".join(AnalysisConfig.__dataclass_fields__))
-    p.add_argument("--backend", default="local", choices=BACKENDS,
-                   help="where jobs run: local processes or a Ray cluster (default local)")
-    p.add_argument("--address", metavar="ADDR",
-                   help="Ray cluster address (default: $RAY_ADDRESS, else a new local "
-                   "Ray instance)")
-    p.add_argument("--workers", type=int, help="parallel jobs (default: the CPUs "
-                   "available to this process, or the Ray cluster's)")
-    p.add_argument("--max-members", type=int, default=10, metavar="M",
-                   help="max runs trained together in one ensemble (default 10)")
+    _job_options(p)
     p.add_argument("--force", action="store_true",
                    help="replace a study with other settings in --out")
     p.add_argument("--cache-dir", type=Path, help="Ising dataset cache (~/.cache/groklab)")
