@@ -110,8 +110,9 @@ class StudyConfig:
 
 SCALES: dict[str, dict[str, Any]] = {
     # Two seeds per regime are the fewest that give a spread. Ising stops at
-    # epoch 14000, after the end of its plateau (about epoch 12300 at alpha
-    # 10), because one Ising epoch took about 50 ms on a 2-core test machine.
+    # epoch 14000, after the end of its plateau (about epoch 12300 at alpha 10
+    # in a 20000-epoch run), because one Ising epoch took about 50 ms on a
+    # 2-core test machine.
     "quick": {},
     # The published study: 10 seeds, alpha from 0.1 to 10, Ising up to 100000
     # epochs.

@@ -1,10 +1,10 @@
-"""How the compressibility verdicts depend on the pruning order and the Fisher form.
+"""Sensitivity of the compressibility verdicts to the pruning order and Fisher form.
 
 Claims 2 and 3 (compressive regime, compression factors) rest on one pruning
 curve per run, and claim 5 on the curves through training. This module
 re-evaluates them for every pruning order and, for the final models, for both
-Fisher forms. The analysis contains the curves of its own Fisher form; the other
-form's curves are computed here once per run and kept in a cache folder.
+Fisher forms. The analysis contains the curves of its own Fisher form only, so
+the other form's curves are computed here once per run and kept in a cache folder.
 """
 
 from __future__ import annotations
