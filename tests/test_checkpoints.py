@@ -70,5 +70,29 @@ def test_foreign_safetensors_rejected(tmp_path):
 
     path = tmp_path / "other.safetensors"
     save_file({"w": torch.ones(3)}, str(path))
-    with pytest.raises(CheckpointError, match="not a groklab-checkpoint-1 file"):
+    with pytest.raises(CheckpointError, match="not a groklab-checkpoint-2 file"):
         load_checkpoint(path)
+
+
+def test_format_1_file_rejected(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "old.safetensors"
+    metadata = {"format": "groklab-checkpoint-1", "meta": "{}"}
+    save_file({"model/w": torch.ones(3)}, str(path), metadata=metadata)
+    with pytest.raises(CheckpointError, match="old format groklab-checkpoint-1") as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+    assert "re-create it with groklab train" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_checksum_rejected(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "c.safetensors"
+    metadata = {"format": "groklab-checkpoint-2", "meta": "{}"}
+    save_file({"model/w": torch.ones(3)}, str(path), metadata=metadata)
+    with pytest.raises(CheckpointError, match="has no SHA-256") as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)

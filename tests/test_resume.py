@@ -115,3 +115,18 @@ def test_resume_keeps_foreign_folder(tmp_path):
     with pytest.raises(RunFolderError, match="already exists: pass --force"):
         train(RunConfig(**CONFIG), folder, resume=True, progress=False)
     assert (folder / "notes.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("kept", ["config.json", "status.json"])
+def test_resume_after_partial_header(tmp_path, kept):
+    config = RunConfig(**CONFIG)
+    straight = train(config, tmp_path / "straight", progress=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    # A kill between the two header writes leaves one of them behind.
+    (run / kept).write_bytes((straight / kept).read_bytes())
+    (run / ".tmp-metrics.csv-x1y2").write_text("epoch\n")
+    train(config, run, resume=True, progress=False)
+    assert read_status(run)["state"] == "finished"
+    assert (run / "metrics.csv").read_text() == (straight / "metrics.csv").read_text()
+    assert not list(run.glob(".tmp-*"))

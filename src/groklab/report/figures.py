@@ -629,11 +629,16 @@ def task_figures(views: list[RunView]) -> dict[str, Figure]:
 
 def save_figure(fig: Figure, stem: Path) -> Path:
     """Save ``fig`` as PNG (for the report) and PDF (for papers); return the PNG path."""
+    from groklab.training.runfolder import atomic_path
+
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     png = stem.with_suffix(".png")
-    fig.savefig(png)
-    fig.savefig(stem.with_suffix(".pdf"))
+    # The temporary names have no suffix, so the format is passed explicitly.
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png")
+    with atomic_path(stem.with_suffix(".pdf")) as tmp:
+        fig.savefig(tmp, format="pdf")
     plt.close(fig)
     return png
 

@@ -18,7 +18,13 @@ from groklab.analysis.run import ANALYSIS_FILE
 from groklab.config import AnalysisConfig
 from groklab.report.summary import feature_summary
 from groklab.sweep.grid import SweepPoint
-from groklab.training.runfolder import RunFolderError, read_metrics, read_run, write_text
+from groklab.training.runfolder import (
+    RunFolderError,
+    atomic_path,
+    read_metrics,
+    read_run,
+    write_text,
+)
 
 # Config fields every row shows, unless a grid column already shows them.
 CONFIG_COLUMNS = ("task", "regime", "alpha", "lr", "weight_decay", "epochs")
@@ -222,7 +228,8 @@ def write_parquet(rows: list[dict[str, Any]], path: Path) -> bool:
     frame = pd.DataFrame(
         [{c: _parquet_cell(row.get(c)) for c in columns} for row in rows], columns=columns
     )
-    frame.to_parquet(path, index=False)
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
     return True
 
 

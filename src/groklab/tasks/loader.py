@@ -75,19 +75,13 @@ def ising_spec(config: RunConfig):
 
 
 def content_sha256(dataset) -> str:
-    """Return a SHA-256 of the dataset's arrays, independent of how the file was written.
+    """Return :func:`groklab.tasks.ising.dataset.content_sha256` of ``dataset``.
 
-    The file's own hash changes whenever the dataset is rebuilt, because its
-    metadata records the build time; this one changes only with the samples.
+    Kept here so that importing this module does not import the Ising sampler.
     """
-    import hashlib
+    from groklab.tasks.ising.dataset import content_sha256 as dataset_content_sha256
 
-    digest = hashlib.sha256()
-    for name in ("spins", "temperature", "label", "energy", "magnetisation"):
-        array = np.ascontiguousarray(getattr(dataset, name))
-        digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
+    return dataset_content_sha256(dataset)
 
 
 def _load_ising(config: RunConfig, cache_dir: Path, progress: bool) -> TaskData:

@@ -1,15 +1,18 @@
 """Run-folder writes shared by single-run and ensemble training.
 
 Both trainers write the same files through these helpers, so a member of an
-ensemble leaves the same files as a separate run of its config.
+ensemble leaves the same files as a separate run of its config. Every file is
+replaced atomically (temporary file, then rename), ``metrics.csv`` included:
+its rows are kept in memory and the whole file is rewritten, so a reader never
+sees a partial row, even after a crash.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO
 
 import torch
 
@@ -57,29 +60,76 @@ def last_epoch(run_dir: Path) -> int:
         return 0
 
 
-def open_metrics(run_dir: Path, start_epoch: int) -> IO[str]:
-    """Open ``metrics.csv`` for the rows from ``start_epoch`` on.
+RESUME_FILE = "last.safetensors"
+"""The newest resume point of a run folder."""
+PREVIOUS_RESUME_FILE = "previous.safetensors"
+"""The resume point before ``RESUME_FILE``, kept in case that one is unusable."""
 
-    Epoch 0 starts a new file with the header. A later epoch keeps the rows
-    before it and drops the rest, which a crash may have left behind.
+
+def format_metrics_row(row: dict[str, float]) -> str:
+    """Return ``row`` as one ``metrics.csv`` line, without the newline."""
+    return ",".join(f"{row[c]:.8g}" for c in METRIC_COLUMNS)
+
+
+def read_metrics_lines(run_dir: Path) -> list[str]:
+    """Return the data lines of ``metrics.csv`` that form epochs 0, 1, 2, ... in order.
+
+    Reading stops at the first line that is garbled or out of sequence, and a
+    missing or unreadable file or one with another header gives no lines.
     """
-    path = run_dir / "metrics.csv"
-    if start_epoch == 0:
-        handle = open(path, "w")
-        handle.write(",".join(METRIC_COLUMNS) + "\n")
-        handle.flush()
-        return handle
-    lines = path.read_text().splitlines()
-    kept = [lines[0]] + [
-        line for line in lines[1:] if line and int(float(line.split(",")[0])) < start_epoch
-    ]
-    write_text(path, "\n".join(kept) + "\n")
-    return open(path, "a")
+    try:
+        lines = (Path(run_dir) / "metrics.csv").read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    if not lines or lines[0] != ",".join(METRIC_COLUMNS):
+        return []
+    rows = []
+    for line in lines[1:]:
+        fields = line.split(",")
+        try:
+            in_sequence = len(fields) == len(METRIC_COLUMNS) and float(fields[0]) == len(rows)
+        except ValueError:
+            in_sequence = False
+        if not in_sequence:
+            break
+        rows.append(line)
+    return rows
 
 
-def write_metrics_row(handle: IO[str], row: dict[str, float]) -> None:
-    handle.write(",".join(f"{row[c]:.8g}" for c in METRIC_COLUMNS) + "\n")
-    handle.flush()
+def write_metrics_lines(run_dir: Path, lines: list[str]) -> None:
+    """Replace ``metrics.csv`` atomically with the header and ``lines``."""
+    text = "\n".join([",".join(METRIC_COLUMNS), *lines]) + "\n"
+    write_text(Path(run_dir) / "metrics.csv", text)
+
+
+class MetricsLog:
+    """The rows of one run's ``metrics.csv``, kept in memory and written whole.
+
+    Training calls :meth:`write` before each checkpoint and when it stops, so
+    the file always ends at or after the newest resume point.
+    """
+
+    def __init__(self, run_dir: Path, start_epoch: int) -> None:
+        """Keep the rows before ``start_epoch`` from disk and write them back at once."""
+        self.run_dir = Path(run_dir)
+        self.lines = read_metrics_lines(self.run_dir)[:start_epoch]
+        if len(self.lines) != start_epoch:
+            raise ValueError(
+                f"{self.run_dir / 'metrics.csv'} has rows for {len(self.lines)} epochs, "
+                f"but training continues at epoch {start_epoch}: train the run again "
+                "with --force"
+            )
+        self._written = -1
+        self.write()
+
+    def append(self, row: dict[str, float]) -> None:
+        self.lines.append(format_metrics_row(row))
+
+    def write(self) -> None:
+        """Rewrite ``metrics.csv`` with every row so far, unless nothing changed."""
+        if self._written != len(self.lines):
+            write_metrics_lines(self.run_dir, self.lines)
+            self._written = len(self.lines)
 
 
 def is_finite_row(row: dict[str, float]) -> bool:
@@ -90,9 +140,33 @@ def divergence_message(row: dict[str, float], config: RunConfig) -> str:
     """Return the failure message of a run whose loss or parameters stopped being finite."""
     return (
         f"training diverged at epoch {row['epoch']}: train loss {row['train/loss']}, "
-        f"parameter norm {row['param_norm']}. Lower the learning rate "
-        f"(lr {config.lr:g}), alpha ({config.alpha:g}) or weight decay "
-        f"({config.weight_decay:g})"
+        f"parameter norm {row['param_norm']}. Likely cause: {likely_cause(row, config)}. "
+        f"Lower the learning rate (lr {config.lr:g}), alpha ({config.alpha:g}) or "
+        f"weight decay ({config.weight_decay:g}) and train again"
+    )
+
+
+def likely_cause(row: dict[str, float], config: RunConfig) -> str:
+    """Return the most likely cause of a non-finite metrics row, as a clause.
+
+    Epoch 0 is measured before any step, so only the initial scale can be at
+    fault there. Later, non-finite parameters point to steps too large for the
+    scale, and a non-finite loss with finite parameters to outputs that alpha
+    has scaled past the float32 range.
+    """
+    if int(row["epoch"]) == 0:
+        return (
+            f"alpha {config.alpha:g} scales the initial parameters or outputs past the "
+            "float32 range before the first step"
+        )
+    if not math.isfinite(row["param_norm"]):
+        return (
+            f"the learning rate (lr {config.lr:g}) is too large for alpha "
+            f"{config.alpha:g}, so the parameters overflowed"
+        )
+    return (
+        f"alpha {config.alpha:g} is too large for the learning rate (lr {config.lr:g}): "
+        f"the parameters are finite (norm {row['param_norm']:.3g}) but the loss overflowed"
     )
 
 
@@ -103,13 +177,18 @@ def save_epoch(
     model_state: dict[str, torch.Tensor],
     resume_state: dict[str, torch.Tensor],
 ) -> None:
-    """Write the epoch's checkpoint and ``last.safetensors``, then the status.
+    """Write the epoch's checkpoint and a new resume point, then the status.
 
     ``model_state`` contains the ``model/`` tensors. ``resume_state`` adds the
     Adam state and the data-order generator state needed to continue the run.
+    The current ``last.safetensors`` is renamed to ``previous.safetensors``
+    first, so the folder keeps the two newest resume points.
     """
     epoch = int(row["epoch"])
     meta = {"epoch": epoch, "config": config.to_dict(), "metrics": row}
     save_checkpoint(checkpoint_path(run_dir, epoch), model_state, meta)
-    save_checkpoint(run_dir / "last.safetensors", resume_state, meta)
+    last = run_dir / RESUME_FILE
+    if last.exists():
+        os.replace(last, run_dir / PREVIOUS_RESUME_FILE)
+    save_checkpoint(last, resume_state, meta)
     write_status(run_dir, "running", epoch)

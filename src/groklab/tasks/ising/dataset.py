@@ -4,7 +4,9 @@ A generated dataset is fully determined by an ``IsingDataSpec``. Its
 fingerprint names the cache file, so changing any field, the sampler settings
 or the mcising version builds a fresh file instead of reusing a stale one.
 Imported datasets (see ``importer``) have no spec and record their source in
-the metadata instead. Both kinds share one ``.npz`` layout and one loader.
+the metadata instead. Both kinds share one ``.npz`` layout and one loader. The
+metadata of every file stores the SHA-256 of its arrays (``content_sha256``),
+which the loader verifies.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -22,10 +25,11 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
+from groklab.config import require_int64
 from groklab.tasks.ising import sampling
-from groklab.training.runfolder import atomic_path
 from groklab.tasks.ising.grid import temperature_grid
 from groklab.tasks.ising.observables import energy_per_spin, magnetisation, phase_label
+from groklab.training.runfolder import atomic_path
 
 FORMAT_VERSION = 2
 """Version of the file layout, part of the fingerprint. Version 2 stores the spec
@@ -80,6 +84,7 @@ class IsingDataSpec:
 
     def _check_sizes(self) -> None:
         """Raise a one-line ValueError for an invalid lattice, count or seed."""
+        require_int64(self)
         if self.lattice < 2:
             raise ValueError(f"lattice {self.lattice} is too small; use at least 2")
         for name in ("n_temperatures", "samples_per_temperature"):
@@ -221,15 +226,38 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def save_dataset(dataset: IsingDataset, path: str | Path) -> None:
-    """Write ``dataset`` to ``path`` (.npz) atomically: temporary file, then rename.
+def content_sha256(dataset: IsingDataset) -> str:
+    """Return a SHA-256 of the dataset's arrays, independent of how the file was written.
 
-    An existing file at ``path`` is replaced, so callers that must not overwrite
+    The file's own hash changes whenever the dataset is rebuilt, because its
+    metadata records the build time; this one changes only with the samples.
+    """
+    return _arrays_sha256({name: getattr(dataset, name) for name in ARRAY_DTYPES})
+
+
+def _arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
+    """Return the SHA-256 of the arrays.
+
+    Each array contributes its name, dtype, shape and bytes, in ARRAY_DTYPES order.
+    """
+    digest = hashlib.sha256()
+    for name in ARRAY_DTYPES:
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def save_dataset(dataset: IsingDataset, path: str | Path) -> None:
+    """Write ``dataset`` and its content SHA-256 to ``path`` (.npz) atomically.
+
+    The file is written under a temporary name and renamed into place. An
+    existing file at ``path`` is replaced, so callers that must not overwrite
     check first. Raises ValueError for imported data without a ``source`` record.
     """
     path = Path(path)
     arrays = {name: getattr(dataset, name) for name in ARRAY_DTYPES}
-    metadata = dict(dataset.metadata)
+    metadata = {**dataset.metadata, "content_sha256": content_sha256(dataset)}
     if dataset.spec is not None:
         metadata["config"] = dataset.spec.to_dict()
     elif "source" not in metadata:
@@ -243,10 +271,12 @@ def save_dataset(dataset: IsingDataset, path: str | Path) -> None:
 
 
 def load_dataset(path: str | Path) -> IsingDataset:
-    """Read a file written by ``save_dataset``, checking keys, shapes and values.
+    """Read a file written by ``save_dataset``, checking its checksum, keys, shapes and values.
 
-    Generated files must also match their spec's temperature grid. A missing,
-    truncated or otherwise invalid file raises a one-line ValueError.
+    The arrays must match the ``content_sha256`` in the metadata, which is not
+    part of the returned metadata. Generated files must also match their spec's
+    temperature grid. A missing, truncated, corrupt or otherwise invalid file
+    raises a one-line ValueError naming the file.
     """
     path = Path(path)
     try:
@@ -255,12 +285,17 @@ def load_dataset(path: str | Path) -> IsingDataset:
             contents = {name: npz[name] for name in npz.files}
         return _dataset_from_arrays(contents)
     except Exception as error:  # Any failure to read means the file is unusable.
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = _first_line(error)
         raise ValueError(
             f"Ising dataset {path} is missing or invalid ({reason}); "
             "delete it to rebuild, or re-create it with groklab ising-data or "
             "ising-import"
         ) from error
+
+
+def _first_line(error: BaseException) -> str:
+    """Return the first line of ``error``'s message, or its type name when it has none."""
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def _dataset_from_arrays(contents: dict[str, np.ndarray]) -> IsingDataset:
@@ -272,6 +307,7 @@ def _dataset_from_arrays(contents: dict[str, np.ndarray]) -> IsingDataset:
     if not isinstance(metadata, dict):
         raise ValueError("metadata is not a JSON object")
     arrays = {name: contents[name] for name in ARRAY_DTYPES}
+    _check_content_sha256(arrays, metadata.pop("content_sha256", None))
     check_arrays(arrays)
     if "config" in metadata:
         spec = IsingDataSpec.from_dict(metadata["config"])
@@ -281,6 +317,21 @@ def _dataset_from_arrays(contents: dict[str, np.ndarray]) -> IsingDataset:
     else:
         raise ValueError("metadata has neither a 'config' nor a 'source' record")
     return IsingDataset(**arrays, spec=spec, metadata=metadata)
+
+
+def _check_content_sha256(arrays: dict[str, np.ndarray], stored: Any) -> None:
+    """Raise ValueError unless ``stored`` is the SHA-256 of the arrays."""
+    if stored is None:
+        raise ValueError(
+            "metadata has no content_sha256, so the file was written before groklab "
+            "stored one or was not written by groklab"
+        )
+    computed = _arrays_sha256(arrays)
+    if computed != stored:
+        raise ValueError(
+            f"content SHA-256 check failed (stored {str(stored)[:12]}..., computed "
+            f"{computed[:12]}...), so the arrays are corrupt"
+        )
 
 
 def check_arrays(arrays: dict[str, np.ndarray]) -> None:
@@ -336,7 +387,8 @@ def load_or_build(
     """Return the dataset of ``spec`` and its cache file, building it if needed.
 
     The file is ``cache_dir / ising-<fingerprint>.npz``. A file that is missing,
-    invalid or built from another spec is rebuilt and replaced.
+    invalid (a failed checksum included) or built from another spec is rebuilt
+    and replaced, and a replaced file is reported on stderr.
     """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -344,10 +396,15 @@ def load_or_build(
     if path.exists():
         try:
             dataset = load_dataset(path)
-        except ValueError:
-            dataset = None
-        if dataset is not None and dataset.spec == spec:
+            problem = None if dataset.spec == spec else "built from another spec"
+        except ValueError as error:
+            problem = _first_line(error.__cause__ or error)
+        if problem is None:
             return dataset, path
+        print(
+            f"groklab: cached Ising dataset {path} is invalid ({problem}); rebuilding it",
+            file=sys.stderr,
+        )
     dataset = build_dataset(spec, progress=progress)
     save_dataset(dataset, path)
     return dataset, path
