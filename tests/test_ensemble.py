@@ -194,18 +194,24 @@ def crash_at_epoch(monkeypatch, epoch: int) -> None:
     monkeypatch.setattr(ensemble._EnsembleRun, "_train_epoch", crashing)
 
 
-def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
+def crashed_ensemble(tmp_path: Path, monkeypatch, epoch: int):
+    """Return (configs, uninterrupted folders, folders of a run that crashed in ``epoch``)."""
     configs = modadd_members()
     straight = [tmp_path / f"straight{i}" for i in range(3)]
     train_ensemble(configs, straight, progress=False)
     resumed = [tmp_path / f"resumed{i}" for i in range(3)]
-    crash_at_epoch(monkeypatch, 4)
+    crash_at_epoch(monkeypatch, epoch)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_ensemble(configs, resumed, progress=False)
+    monkeypatch.undo()
+    return configs, straight, resumed
+
+
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    configs, straight, resumed = crashed_ensemble(tmp_path, monkeypatch, 4)
     status = json.loads((resumed[0] / "status.json").read_text())
     assert status["state"] == "failed"
     assert "simulated crash" in status["message"]
-    monkeypatch.undo()
     outcomes = train_ensemble(configs, resumed, resume=True, progress=False)
     assert [o.state for o in outcomes] == ["finished"] * 3
     assert json.loads((resumed[0] / "status.json").read_text())["resumed_from"] == 2
@@ -223,3 +229,35 @@ def test_resume_mixes_finished_and_new(tmp_path):
     outcomes = train_ensemble(configs, folders, resume=True, progress=False)
     assert [o.state for o in outcomes] == ["skipped", "finished", "finished"]
     assert (folders[0] / "metrics.csv").read_text() == before
+
+
+def test_resume_aligns_member_ahead(tmp_path, monkeypatch, capsys):
+    configs, straight, resumed = crashed_ensemble(tmp_path, monkeypatch, 5)
+    # Member 1 as if the kill came before its epoch-4 checkpoint: it is at
+    # epoch 2, while the others are at epoch 4 with epoch 2 as previous.
+    behind = resumed[1]
+    (behind / "last.safetensors").write_bytes((behind / "previous.safetensors").read_bytes())
+    (behind / "checkpoints" / "epoch_0000004.safetensors").unlink()
+    capsys.readouterr()
+    outcomes = train_ensemble(configs, resumed, resume=True, progress=False)
+    assert [o.state for o in outcomes] == ["finished"] * 3
+    assert "resuming 2 ensemble member(s) from epoch 2" in capsys.readouterr().err
+    for got, expected in zip(resumed, straight):
+        assert json.loads((got / "status.json").read_text())["resumed_from"] == 2
+        assert (got / "metrics.csv").read_text() == (expected / "metrics.csv").read_text()
+        got_tensors, _ = load_checkpoint(got / "last.safetensors")
+        expected_tensors, _ = load_checkpoint(expected / "last.safetensors")
+        for name, value in got_tensors.items():
+            assert torch.equal(value, expected_tensors[name]), f"{got} {name}"
+
+
+def test_resume_restarts_all_without_common_point(tmp_path, monkeypatch, capsys):
+    configs, straight, resumed = crashed_ensemble(tmp_path, monkeypatch, 5)
+    for name in ("last.safetensors", "previous.safetensors"):
+        (resumed[1] / name).unlink()
+    capsys.readouterr()
+    outcomes = train_ensemble(configs, resumed, resume=True, progress=False)
+    assert [o.state for o in outcomes] == ["finished"] * 3
+    assert "resuming 2 ensemble member(s) from epoch 0" in capsys.readouterr().err
+    for got, expected in zip(resumed, straight):
+        assert (got / "metrics.csv").read_text() == (expected / "metrics.csv").read_text()

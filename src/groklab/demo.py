@@ -10,6 +10,7 @@ from pathlib import Path
 from groklab.config import AnalysisConfig, RunConfig
 from groklab.report.compare import analysis_for, compare_runs
 from groklab.tasks.loader import load_task
+from groklab.training.lock import folder_is_empty
 from groklab.training.runfolder import RunFolderError, read_run
 
 # The task defaults already fit a laptop: modular addition groks within ~60 of its
@@ -68,7 +69,7 @@ def run_demo(
         if not is_finished_with(run_dir, config)
     ]
     for _, run_dir in pending:
-        if run_dir.exists() and any(run_dir.iterdir()) and not force:
+        if run_dir.exists() and not folder_is_empty(run_dir) and not force:
             raise RunFolderError(
                 f"run folder {run_dir} contains another or an unfinished run: pass --force "
                 "to replace it or choose another --out"

@@ -34,6 +34,7 @@ from groklab.sweep import SweepOptions, SweepSpec, run_sweep
 from groklab.sweep.backends import check_backend_options
 from groklab.sweep.run import run_dir_of
 from groklab.sweep.table import current_analysis
+from groklab.training.lock import folder_is_empty, folder_lock
 from groklab.training.runfolder import RunFolderError, versions, write_json
 
 STUDY_FILE = "study.json"
@@ -201,7 +202,7 @@ def check_study_folder(out: Path, record: dict[str, Any], force: bool) -> None:
         raise RunFolderError(f"study folder {out} is a file: choose another --out")
     path = out / STUDY_FILE
     if not path.exists():
-        if out.is_dir() and any(out.iterdir()) and not force:
+        if out.is_dir() and not folder_is_empty(out) and not force:
             raise RunFolderError(
                 f"{out} is not empty and contains no {STUDY_FILE}: choose an empty --out "
                 "or pass --force"
@@ -235,6 +236,8 @@ def reproduce(
 
     Finished runs, analyses and other-form pruning records in ``out`` are
     reused, so calling this again after an interruption resumes the study.
+    The call holds the lock of ``out`` from its check to the end, and raises
+    FolderLockedError when another process holds it.
     """
     from groklab.report.study import write_study_report
 
@@ -248,27 +251,28 @@ def reproduce(
         "backend": options.backend,
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    check_study_folder(out, record, options.force)
-    write_json(out / STUDY_FILE, record)
-    start = time.perf_counter()
-    tasks = [run_task(study, config, task, out, options, start) for task in study.tasks]
-    _log("claims, sensitivity to pruning order and Fisher form", start)
-    regime_analyses = [
-        t.analyses[d] for t in tasks for r in REGIMES for d in t.regime_runs[r]
-    ]
-    claims = evaluate_claims(regime_analyses)
-    other = {}
-    for t in tasks:
-        run_dirs = {t.analyses[d]["run"]: d for r in REGIMES for d in t.regime_runs[r]}
-        other.update(other_form_pruning(
-            run_dirs, {n: t.analyses[d] for n, d in run_dirs.items()}, config,
-            out / t.task / "other_form", options.cache_dir,
-        ))
-    rows = sensitivity_rows(regime_analyses, other) if regime_analyses else []
-    sensitivity = {"rows": rows, "robustness": robustness(rows)}
-    _log("trajectories in information space and the report", start)
-    report = write_study_report(out, study, config, tasks, claims, sensitivity,
-                                options, seconds=time.perf_counter() - start)
-    missing = [m for t in tasks for m in t.missing]
-    _log(f"report: {report}", start)
-    return StudyResult(report, claims, missing)
+    with folder_lock(out, "study folder"):
+        check_study_folder(out, record, options.force)
+        write_json(out / STUDY_FILE, record)
+        start = time.perf_counter()
+        tasks = [run_task(study, config, task, out, options, start) for task in study.tasks]
+        _log("claims, sensitivity to pruning order and Fisher form", start)
+        regime_analyses = [
+            t.analyses[d] for t in tasks for r in REGIMES for d in t.regime_runs[r]
+        ]
+        claims = evaluate_claims(regime_analyses)
+        other = {}
+        for t in tasks:
+            run_dirs = {t.analyses[d]["run"]: d for r in REGIMES for d in t.regime_runs[r]}
+            other.update(other_form_pruning(
+                run_dirs, {n: t.analyses[d] for n, d in run_dirs.items()}, config,
+                out / t.task / "other_form", options.cache_dir,
+            ))
+        rows = sensitivity_rows(regime_analyses, other) if regime_analyses else []
+        sensitivity = {"rows": rows, "robustness": robustness(rows)}
+        _log("trajectories in information space and the report", start)
+        report = write_study_report(out, study, config, tasks, claims, sensitivity,
+                                    options, seconds=time.perf_counter() - start)
+        missing = [m for t in tasks for m in t.missing]
+        _log(f"report: {report}", start)
+        return StudyResult(report, claims, missing)

@@ -22,6 +22,7 @@ from groklab.sweep import jobs
 from groklab.sweep.backends import SweepError, check_backend_options, make_backend
 from groklab.sweep.grid import SweepPoint, SweepSpec
 from groklab.sweep.table import current_analysis, run_row, sort_rows, write_csv, write_parquet
+from groklab.training.lock import folder_is_empty, folder_lock
 from groklab.training.runfolder import (
     RunFolderError,
     check_run_dir,
@@ -70,7 +71,9 @@ def run_sweep(
 
     Everything is validated before anything is written: invalid grid values,
     a folder containing another sweep (without ``force``) or an unusable backend
-    raise a ValueError and leave ``out`` as it was.
+    raise a ValueError and leave ``out`` as it was. The call holds the lock of
+    ``out`` from its check to the end, and raises FolderLockedError when
+    another process holds it. The workers lock the run folders they write.
     """
     out = Path(out)
     check_backend_options(options.backend, options.address, options.workers)
@@ -83,21 +86,23 @@ def run_sweep(
 
     packs = pack_configs([p.config for p in points], options.max_members)
     record = _sweep_record(spec, analysis_config, points, packs, options)
-    _check_sweep_folder(out, record, options.force)
-    stale = _stale_run_dirs(out, points, options.force)
-    backend = make_backend(options.backend, options.address, options.workers)
-    try:
-        write_json(out / SWEEP_FILE, record)
-        for run_dir in stale:
-            prepare_run_dir(run_dir, force=True)
-        _prepare_datasets(points, options)
-        _train(backend, points, packs, out, options)
-        failed_analyses = _analyse(backend, points, out, analysis_config, options)
-    except BaseException:
-        backend.close(cancel=True)
-        raise
-    backend.close()
-    return _tabulate(spec, points, out, analysis_config, failed_analyses)
+    with folder_lock(out, "sweep folder"):
+        _check_sweep_folder(out, record, options.force)
+        stale = _stale_run_dirs(out, points, options.force)
+        backend = make_backend(options.backend, options.address, options.workers)
+        try:
+            write_json(out / SWEEP_FILE, record)
+            for run_dir in stale:
+                with folder_lock(run_dir, "run folder"):
+                    prepare_run_dir(run_dir, force=True)
+            _prepare_datasets(points, options)
+            _train(backend, points, packs, out, options)
+            failed_analyses = _analyse(backend, points, out, analysis_config, options)
+        except BaseException:
+            backend.close(cancel=True)
+            raise
+        backend.close()
+        return _tabulate(spec, points, out, analysis_config, failed_analyses)
 
 
 def run_dir_of(out: Path, point: SweepPoint) -> Path:
@@ -129,7 +134,7 @@ def _check_sweep_folder(out: Path, record: dict[str, Any], force: bool) -> None:
     """
     if out.exists() and not out.is_dir():
         raise SweepError(f"sweep folder {out} is a file: choose another --out")
-    if not out.exists() or not any(out.iterdir()):
+    if not out.exists() or folder_is_empty(out):
         return
     path = out / SWEEP_FILE
     if not path.is_file():
@@ -163,7 +168,7 @@ def _stale_run_dirs(out: Path, points: list[SweepPoint], force: bool) -> list[Pa
     stale = []
     for point in points:
         run_dir = run_dir_of(out, point)
-        if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
+        if not run_dir.exists() or (run_dir.is_dir() and folder_is_empty(run_dir)):
             continue
         check_run_dir(run_dir, force=True)  # raises for files and foreign folders
         try:

@@ -9,7 +9,9 @@ a separate ``groklab train`` run of its config up to float32 rounding.
 
 from __future__ import annotations
 
+import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,14 +24,13 @@ from groklab.models import build_model
 from groklab.tasks.loader import TaskData, load_task
 from groklab.training.checkpoints import RNG_KEY, CheckpointError, generator_state
 from groklab.training.records import (
+    MetricsLog,
     checkpoint_schedule,
     divergence_message,
     is_finite_row,
     last_epoch,
-    open_metrics,
     save_epoch,
     write_header,
-    write_metrics_row,
     write_status,
 )
 from groklab.training.resume import (
@@ -38,7 +39,9 @@ from groklab.training.resume import (
     check_same_data,
     plan_start,
     prepare_resume,
+    resume_point_at,
 )
+from groklab.training.lock import folder_lock
 from groklab.training.runfolder import prepare_run_dir
 from groklab.training.stacked import StackedModel, stack_models
 from groklab.training.stacked_adam import StackedAdam
@@ -128,34 +131,81 @@ def train_ensemble(
     dropped while the others go on, so no exception is raised for them. On
     an interruption or another exception every unfinished member is marked
     ``interrupted`` or ``failed`` and the exception propagates. All folders
-    are checked and the data loaded before anything is deleted.
+    are checked and the data loaded before anything is deleted. The call holds
+    the lock of every member's folder throughout. When another process holds
+    one of them, it releases the locks it took and raises FolderLockedError.
     """
     check_compatible(configs, run_dirs)
     run_dirs = [Path(d) for d in run_dirs]
-    plans = [plan_start(c, d, force=force, resume=resume) for c, d in zip(configs, run_dirs)]
-    outcomes: list[MemberOutcome | None] = [None] * len(configs)
-    waiting: dict[int, list[int]] = {}
-    for index, plan in enumerate(plans):
-        if plan.finished:
-            outcomes[index] = MemberOutcome(run_dirs[index], "skipped", configs[index].epochs)
-        else:
-            start = 0 if plan.point is None else plan.point.epoch + 1
-            waiting.setdefault(start, []).append(index)
-    if not waiting:
-        return outcomes
-    torch.set_num_threads(configs[0].threads)
-    data = load_task(configs[0], cache_dir, progress=progress)
-    # Members that stopped at different epochs cannot step together, so each
-    # start epoch trains as its own ensemble.
-    for start, indices in sorted(waiting.items()):
-        members = [
-            _Member(configs[i], run_dirs[i], plans[i].point, i) for i in indices
+    with ExitStack() as locks:
+        for run_dir in run_dirs:
+            locks.enter_context(folder_lock(run_dir, "run folder"))
+        plans = [
+            plan_start(c, d, force=force, resume=resume) for c, d in zip(configs, run_dirs)
         ]
-        for member, plan in zip(members, (plans[i] for i in indices)):
-            _prepare_folder(member, plan, data)
-        for member in _run_guarded(members, data, start, progress, position):
-            outcomes[member.index] = member.outcome()
-    return outcomes
+        _align_resume_points(plans, configs, run_dirs)
+        outcomes: list[MemberOutcome | None] = [None] * len(configs)
+        waiting: dict[int, list[int]] = {}
+        for index, plan in enumerate(plans):
+            if plan.finished:
+                outcomes[index] = MemberOutcome(
+                    run_dirs[index], "skipped", configs[index].epochs
+                )
+            else:
+                start = 0 if plan.point is None else plan.point.epoch + 1
+                waiting.setdefault(start, []).append(index)
+        if not waiting:
+            return outcomes
+        torch.set_num_threads(configs[0].threads)
+        data = load_task(configs[0], cache_dir, progress=progress)
+        # Members that stopped at different epochs cannot step together, so each
+        # start epoch trains as its own ensemble.
+        for start, indices in sorted(waiting.items()):
+            members = [
+                _Member(configs[i], run_dirs[i], plans[i].point, i) for i in indices
+            ]
+            for member, plan in zip(members, (plans[i] for i in indices)):
+                _prepare_folder(member, plan, data)
+            for member in _run_guarded(members, data, start, progress, position):
+                outcomes[member.index] = member.outcome()
+        return outcomes
+
+
+def _align_resume_points(
+    plans: list[StartPlan], configs: list[RunConfig], run_dirs: list[Path]
+) -> None:
+    """Start every unfinished member from one epoch, so that they train as one ensemble.
+
+    Separate ensembles would match the uninterrupted run only up to float32
+    rounding, because the stacked kernels round differently for another
+    number of members. A kill between two members' checkpoint writes leaves
+    one member a checkpoint ahead, and its ``previous.safetensors`` is then
+    at the others' epoch. When some member has no resume point at all, or one
+    at the earliest epoch is missing, the resumed members start again from
+    epoch 0, which the seeds reproduce exactly.
+    """
+    waiting = [i for i, plan in enumerate(plans) if not plan.finished]
+    resumed = [i for i in waiting if plans[i].point is not None]
+    epochs = {plans[i].point.epoch for i in resumed}
+    if not resumed or (len(epochs) == 1 and len(resumed) == len(waiting)):
+        return
+    target = min(epochs)
+    moved = {}
+    if len(resumed) == len(waiting):
+        for i in resumed:
+            if plans[i].point.epoch != target:
+                moved[i] = resume_point_at(run_dirs[i], configs[i], target)
+    if moved and None not in moved.values():
+        for i, point in moved.items():
+            plans[i] = StartPlan(point=point)
+        where = f"epoch {target}, the resume point they share with the others"
+    else:
+        moved = dict.fromkeys(resumed)
+        for i in resumed:
+            plans[i] = StartPlan(replace=True)
+        where = "epoch 0, because the members have no resume point in common"
+    print(f"groklab: resuming {len(moved)} ensemble member(s) from {where}",
+          file=sys.stderr)
 
 
 @dataclass
@@ -242,8 +292,7 @@ class _EnsembleRun:
         config = self.config
         schedule = checkpoint_schedule(config)
         started = time.perf_counter()
-        files = [open_metrics(m.run_dir, self.start) for m in self.members]
-        self.files = dict(zip((id(m) for m in self.members), files))
+        self.metrics = {id(m): MetricsLog(m.run_dir, self.start) for m in self.members}
         try:
             bar = tqdm(
                 range(self.start, config.epochs + 1),
@@ -266,8 +315,8 @@ class _EnsembleRun:
                 mean_test = sum(r["test/acc"] for r in rows) / len(rows)
                 bar.set_postfix(alive=len(self.alive), test=f"{mean_test:.3f}")
         finally:
-            for handle in files:
-                handle.close()
+            for metrics in self.metrics.values():
+                metrics.write()
         seconds = time.perf_counter() - started
         for member in self.alive:
             extra = {"resumed_from": member.point.epoch} if member.point is not None else {}
@@ -297,17 +346,24 @@ class _EnsembleRun:
         ]
 
     def _record(self, epoch: int, rows: list[dict[str, float]], checkpoint: bool) -> None:
-        """Write each member's metrics row and checkpoint; drop the diverged members."""
+        """Record each member's metrics row and checkpoint, and drop the diverged members.
+
+        A member's ``metrics.csv`` is written before its checkpoint and when it
+        diverges, so the file always covers its resume point.
+        """
         keep = []
         for i, (member, row) in enumerate(zip(self.alive, rows)):
-            write_metrics_row(self.files[id(member)], row)
+            metrics = self.metrics[id(member)]
+            metrics.append(row)
             member.epoch = epoch
             if not is_finite_row(row):
+                metrics.write()
                 member.state, member.message = "failed", divergence_message(row, member.config)
                 write_status(member.run_dir, "failed", epoch, message=member.message)
                 continue
             keep.append(i)
             if checkpoint:
+                metrics.write()
                 self._save(i, member, row)
         if len(keep) < len(self.alive):
             self.alive = [self.alive[i] for i in keep]

@@ -15,14 +15,13 @@ from groklab.models import build_model
 from groklab.tasks.loader import TaskData, load_task
 from groklab.training.checkpoints import pack_state, unpack_state
 from groklab.training.records import (
+    MetricsLog,
     checkpoint_schedule,
     divergence_message,
     is_finite_row,
     last_epoch,
-    open_metrics,
     save_epoch,
     write_header,
-    write_metrics_row,
     write_status,
 )
 from groklab.training.resume import (
@@ -31,6 +30,7 @@ from groklab.training.resume import (
     plan_start,
     prepare_resume,
 )
+from groklab.training.lock import folder_lock
 from groklab.training.runfolder import prepare_run_dir
 
 
@@ -112,32 +112,35 @@ def train(
     parameters stop being finite; everything written until then is kept. An
     interrupted or crashed run is marked ``interrupted`` or ``failed`` too.
     The folder is checked and the data loaded before anything is deleted.
+    The call holds the folder's lock throughout, and raises FolderLockedError
+    when another process holds it.
     """
-    plan = plan_start(config, run_dir, force=force, resume=resume)
-    if plan.finished:
-        return Path(run_dir)
-    torch.set_num_threads(config.threads)
-    data = load_task(config, cache_dir, progress=progress)
-    if plan.point is None:
-        run_dir = prepare_run_dir(run_dir, plan.replace)
-        write_header(run_dir, config, data)
-    else:
-        run_dir = Path(run_dir)
-        check_same_data(run_dir, data)
-        prepare_resume(run_dir, plan.point)
-    try:
-        _train_loop(config, run_dir, data, plan.point, progress, position)
-    except TrainingDiverged:
-        raise
-    except KeyboardInterrupt:
-        write_status(run_dir, "interrupted", last_epoch(run_dir),
-                     message="interrupted by the user; re-run to train again")
-        raise
-    except Exception as err:
-        write_status(run_dir, "failed", last_epoch(run_dir),
-                     message=f"{type(err).__name__}: {err}")
-        raise
-    return run_dir
+    with folder_lock(run_dir, "run folder"):
+        plan = plan_start(config, run_dir, force=force, resume=resume)
+        if plan.finished:
+            return Path(run_dir)
+        torch.set_num_threads(config.threads)
+        data = load_task(config, cache_dir, progress=progress)
+        if plan.point is None:
+            run_dir = prepare_run_dir(run_dir, plan.replace)
+            write_header(run_dir, config, data)
+        else:
+            run_dir = Path(run_dir)
+            check_same_data(run_dir, data)
+            prepare_resume(run_dir, plan.point)
+        try:
+            _train_loop(config, run_dir, data, plan.point, progress, position)
+        except TrainingDiverged:
+            raise
+        except KeyboardInterrupt:
+            write_status(run_dir, "interrupted", last_epoch(run_dir),
+                         message="interrupted by the user; re-run to train again")
+            raise
+        except Exception as err:
+            write_status(run_dir, "failed", last_epoch(run_dir),
+                         message=f"{type(err).__name__}: {err}")
+            raise
+        return run_dir
 
 
 def _train_loop(
@@ -159,37 +162,50 @@ def _train_loop(
         start = point.epoch + 1
     schedule = checkpoint_schedule(config)
     started = time.perf_counter()
-    with open_metrics(run_dir, start) as metrics_file:
-        bar = tqdm(
-            range(start, config.epochs + 1),
-            desc=config.name,
-            disable=None if progress else True,
-            unit="epoch",
-            mininterval=0.5,
-            dynamic_ncols=True,
-            position=position,
-            initial=start,
-            total=config.epochs + 1,
-        )
+    metrics = MetricsLog(run_dir, start)
+    bar = tqdm(
+        range(start, config.epochs + 1),
+        desc=config.name,
+        disable=None if progress else True,
+        unit="epoch",
+        mininterval=0.5,
+        dynamic_ncols=True,
+        position=position,
+        initial=start,
+        total=config.epochs + 1,
+    )
+    # metrics.csv is written before each checkpoint, so it always covers the
+    # resume point, and once more however the loop ends.
+    try:
         for epoch in bar:
             if epoch > 0:
                 train_epoch(model, optimizer, data, config.batch_size, generator)
             row = metrics_row(model, data, epoch)
-            write_metrics_row(metrics_file, row)
-            _check_finite(row, run_dir, config)
+            metrics.append(row)
+            _check_finite(row, run_dir, config, metrics)
             if epoch in schedule:
+                metrics.write()
                 save_epoch(run_dir, config, row, pack_state(model),
                            pack_state(model, optimizer, generator))
             if epoch % 10 == 0 or epoch == config.epochs:
                 bar.set_postfix(train=f"{row['train/acc']:.3f}", test=f"{row['test/acc']:.3f}")
+    finally:
+        metrics.write()
     extra = {"resumed_from": point.epoch} if point is not None else {}
     write_status(run_dir, "finished", config.epochs,
                  seconds=time.perf_counter() - started, **extra)
 
 
-def _check_finite(row: dict[str, float], run_dir: Path, config: RunConfig) -> None:
+def _check_finite(
+    row: dict[str, float], run_dir: Path, config: RunConfig, metrics: MetricsLog
+) -> None:
+    """Raise TrainingDiverged unless ``row`` is finite.
+
+    The metrics so far and a ``failed`` status are written before raising.
+    """
     if is_finite_row(row):
         return
+    metrics.write()
     message = divergence_message(row, config)
     write_status(run_dir, "failed", int(row["epoch"]), message=message)
     raise TrainingDiverged(message)

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from groklab.config import ConfigError, RunConfig
+from groklab.config import ConfigError, RunConfig, short_repr
+from groklab.training.lock import folder_is_empty, is_lock_entry
 
 METRIC_COLUMNS = [
     "epoch",
@@ -87,23 +88,44 @@ def is_run_folder(path: Path) -> bool:
     return (Path(path) / "config.json").is_file() and (Path(path) / "status.json").is_file()
 
 
+HEADER_FILES = {"config.json", "status.json"}
+
+
+def is_partial_run_folder(path: Path) -> bool:
+    """Return True for a run folder stopped while its header was written.
+
+    Such a folder contains one of config.json and status.json, and otherwise
+    only lock files and temporary files of groklab's atomic writes, so no
+    epoch was trained in it.
+    """
+    path = Path(path)
+    if not path.is_dir() or is_run_folder(path):
+        return False
+    names = {
+        entry.name for entry in path.iterdir()
+        if not is_lock_entry(entry.name) and not entry.name.startswith(".tmp-")
+    }
+    return bool(names) and names <= HEADER_FILES
+
+
 def check_run_dir(run_dir: Path, force: bool) -> None:
     """Raise RunFolderError unless ``run_dir`` may be (re)created; changes nothing.
 
-    A new or empty folder is always fine. ``force`` replaces only an existing
-    groklab run folder, and never the working folder or one that contains it.
+    A new or empty folder is always fine, and a folder that contains only its
+    lock file counts as empty. ``force`` replaces only an existing groklab run
+    folder, and never the working folder or one that contains it.
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"run folder {run_dir} is a file: choose another --out")
-    if not run_dir.exists() or not any(run_dir.iterdir()):
+    if not run_dir.exists() or folder_is_empty(run_dir):
         return
     if not force:
         raise RunFolderError(
             f"run folder {run_dir} already exists: pass --force to replace it "
             "or choose another --out"
         )
-    if not is_run_folder(run_dir):
+    if not is_run_folder(run_dir) and not is_partial_run_folder(run_dir):
         raise RunFolderError(
             f"folder {run_dir} is not empty and not a groklab run folder, so --force "
             "does not replace it: choose a new or empty --out"
@@ -117,12 +139,21 @@ def check_run_dir(run_dir: Path, force: bool) -> None:
 
 
 def prepare_run_dir(run_dir: Path, force: bool) -> Path:
-    """Create an empty run folder after :func:`check_run_dir` allows it."""
+    """Create an empty run folder after :func:`check_run_dir` allows it.
+
+    Replacing a run folder deletes everything in it except its lock file,
+    which the process that replaces the folder holds.
+    """
     check_run_dir(run_dir, force)
     run_dir = Path(run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    for entry in run_dir.iterdir():
+        if is_lock_entry(entry.name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
     return run_dir
 
 
@@ -176,8 +207,15 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def read_run(run_dir: Path, *, allow_unfinished: bool = False) -> Run:
-    """Read a run folder, raising RunFolderError with the fix if it is unusable."""
+def read_run(
+    run_dir: Path, *, allow_unfinished: bool = False, allow_failed: bool = False
+) -> Run:
+    """Read a run folder, raising RunFolderError with the fix if it is unusable.
+
+    Only finished runs are read, unless ``allow_failed`` admits failed runs
+    (their checkpoints end before the failure) or ``allow_unfinished`` admits
+    runs in any state.
+    """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(
@@ -188,20 +226,32 @@ def read_run(run_dir: Path, *, allow_unfinished: bool = False) -> Run:
             f"run folder {run_dir} not found: pass a folder written by groklab train"
         )
     header, config, status = read_header(run_dir)
-    if status.get("state") != "finished" and not allow_unfinished:
-        reason = f" ({status['message']})" if status.get("message") else ""
-        raise RunFolderError(
-            f"run {run_dir} is {status.get('state', 'unknown')}, not finished{reason}: "
-            "re-run groklab train"
-        )
+    state = status.get("state", "unknown")
+    if not (allow_unfinished or state == "finished" or (allow_failed and state == "failed")):
+        raise RunFolderError(unfinished_message(run_dir, status))
     metrics = read_metrics(run_dir / "metrics.csv")
     return Run(run_dir, config, header.get("provenance", {}), status, metrics)
 
 
-def read_header(run_dir: Path) -> tuple[dict[str, Any], RunConfig, dict[str, Any]]:
-    """Return ``config.json``, its parsed config and ``status.json`` of a run folder.
+def unfinished_message(run_dir: Path, status: dict[str, Any]) -> str:
+    """Return why a run that is not finished cannot be analysed, and what to do."""
+    state = status.get("state", "unknown")
+    message = str(status.get("message") or "").strip()
+    reason = f" ({message.splitlines()[0]})" if message else ""
+    if state == "failed":
+        fix = (
+            "analyses skip failed runs; pass --allow-failed to analyse the checkpoints "
+            "written before the failure, or fix the cause and train again with --force"
+        )
+    else:
+        fix = f"continue it with groklab train --resume {run_dir}"
+    return f"run {run_dir} is {state}, not finished{reason}: {fix}"
 
-    Raises RunFolderError when either file is missing or invalid.
+
+def read_config(run_dir: Path) -> tuple[dict[str, Any], RunConfig]:
+    """Return ``config.json`` of a run folder and its parsed, validated config.
+
+    Raises RunFolderError when the file is missing or invalid.
     """
     run_dir = Path(run_dir)
     header = _read_json(run_dir / "config.json")
@@ -211,7 +261,29 @@ def read_header(run_dir: Path) -> tuple[dict[str, Any], RunConfig, dict[str, Any
         raise RunFolderError(
             f"run folder {run_dir} has an invalid config.json ({err}): re-run training"
         ) from None
-    return header, config, _read_json(run_dir / "status.json")
+    if not isinstance(header.get("provenance", {}), dict):
+        raise RunFolderError(
+            f"run folder {run_dir} has an invalid config.json (provenance is not a "
+            "JSON object): re-run training"
+        )
+    return header, config
+
+
+def read_header(run_dir: Path) -> tuple[dict[str, Any], RunConfig, dict[str, Any]]:
+    """Return ``config.json``, its parsed config and ``status.json`` of a run folder.
+
+    Raises RunFolderError when either file is missing or invalid.
+    """
+    run_dir = Path(run_dir)
+    header, config = read_config(run_dir)
+    status = _read_json(run_dir / "status.json")
+    # groklab writes each state as one lowercase word: running, finished, ...
+    if not re.fullmatch(r"[a-z_]+", str(status.get("state"))):
+        raise RunFolderError(
+            f"run folder {run_dir} has an invalid status.json (state "
+            f"{short_repr(status.get('state'))}): re-run training"
+        )
+    return header, config, status
 
 
 def read_metrics(path: Path) -> dict[str, np.ndarray]:
@@ -224,7 +296,8 @@ def read_metrics(path: Path) -> dict[str, np.ndarray]:
         columns = {c: np.array([float(r[c]) for r in rows]) for c in METRIC_COLUMNS}
     except (KeyError, ValueError, TypeError, csv.Error) as err:
         raise RunFolderError(
-            f"{path} is corrupt ({type(err).__name__}: {err}): re-run training"
+            f"{path} is corrupt ({type(err).__name__}: {_cut(str(err))}): re-run "
+            "training"
         ) from None
     if len(rows) == 0:
         raise RunFolderError(f"{path} has no rows: re-run training")
@@ -234,12 +307,20 @@ def read_metrics(path: Path) -> dict[str, np.ndarray]:
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise RunFolderError(
-            f"{path} not found: pass a run folder written by groklab train"
+            f"{path} not found or not a file: pass a run folder written by groklab train"
         )
     try:
         data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (ValueError, RecursionError) as err:
+        # ValueError covers invalid JSON, invalid UTF-8 and integers longer than
+        # sys.get_int_max_str_digits(). RecursionError covers deep nesting.
         raise RunFolderError(f"{path} is corrupt ({err.__class__.__name__}): re-run") from None
     if not isinstance(data, dict):
         raise RunFolderError(f"{path} is not a JSON object: re-run")
     return data
+
+
+def _cut(text: str, limit: int = 120) -> str:
+    """Return the first line of ``text``, cut to ``limit`` characters."""
+    line = text.splitlines()[0] if text else ""
+    return line if len(line) <= limit else f"{line[:limit - 3]}..."
