@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+import sys
 import types
 import typing
 from pathlib import Path
@@ -18,6 +20,19 @@ from typing import Any
 
 class ConfigError(ValueError):
     """Invalid configuration value; the message names the key, the value and the fix."""
+
+
+INT_LIMIT = 2**63
+"""Integer fields must stay below INT_LIMIT, because numpy and torch store them
+as 64-bit integers. Each class checks its own lower bounds."""
+
+MESSAGE_VALUE_CHARS = 60
+"""Maximum length of a value's repr in an error message. Longer ones are cut."""
+
+ISING_GRID_KEYS = (
+    "t_min", "t_max", "n_temperatures", "n_near_tc", "near_tc_width", "exclude_width"
+)
+"""Arguments of ``temperature_grid``. RunConfig calls them ``ising_<name>``."""
 
 
 class Task(str, Enum):
@@ -149,6 +164,8 @@ class RunConfig:
         for name in ("seed", "data_seed"):
             value = getattr(self, name)
             require(0 <= value < 2**63, name, value, "use an integer in [0, 2**63)")
+        # Before p**2 below, which overflows a float for a huge p.
+        require_int64(self)
         require(self.batch_size >= 1, "batch_size", self.batch_size,
                  "use an integer >= 1")
         require(self.hidden >= 1, "hidden", self.hidden, "use an integer >= 1")
@@ -163,6 +180,8 @@ class RunConfig:
                  "use a multiple of 4, because the CNN pools twice by 2")
         require(0 < self.ising_t_min < self.ising_t_max, "ising_t_min",
                  self.ising_t_min, "use 0 < ising_t_min < ising_t_max")
+        require(self.ising_t_max < math.inf, "ising_t_max", self.ising_t_max,
+                 "use a finite value above ising_t_min")
         for name in ("ising_n_temperatures", "ising_samples_per_temperature",
                      "ising_train", "ising_test", "threads"):
             require(getattr(self, name) >= 1, name, getattr(self, name),
@@ -189,7 +208,7 @@ class RunConfig:
                  "or use none")
         if self.ising_data_file is not None:
             # Stored absolute so that analysis finds the file from any folder.
-            self.ising_data_file = str(Path(self.ising_data_file).expanduser().resolve())
+            self.ising_data_file = _absolute_path("ising_data_file", self.ising_data_file)
         if self.ising_data_file is None:
             # A data file is checked when it is loaded, against its sample count.
             n_samples = self._ising_grid_size() * self.ising_samples_per_temperature
@@ -209,7 +228,11 @@ class RunConfig:
                 self.ising_exclude_width,
             )
         except ValueError as err:
-            raise ConfigError(f"invalid Ising grid (ising_ settings): {err}") from None
+            # The grid's messages name its arguments, which are ising_<name> here.
+            named = [f"ising_{name}" for name in ISING_GRID_KEYS
+                     if re.search(rf"\b{name}\b", str(err))]
+            keys = ", ".join(named) or "ising_ settings"
+            raise ConfigError(f"invalid Ising grid ({keys}): {err}") from None
         return len(grid)
 
     @property
@@ -312,6 +335,9 @@ class AnalysisConfig:
                  "use a value in [0, 1]")
         require(0 <= self.sloppy_threshold < math.inf, "sloppy_threshold",
                  self.sloppy_threshold, "use a finite value >= 0")
+        require(0 <= self.seed < INT_LIMIT, "seed", self.seed,
+                 "use an integer in [0, 2**63)")
+        require_int64(self)
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
@@ -342,19 +368,27 @@ def apply_overrides(config_cls: type, base: dict[str, Any], pairs: list[str]) ->
         key = key.strip()
         if not sep or not key:
             raise ConfigError(
-                f"invalid override {pair!r}: expected KEY=VALUE, e.g. --set lr=1e-3"
+                f"invalid override {short_repr(pair)}: expected KEY=VALUE, "
+                "e.g. --set lr=1e-3"
             )
         if key not in hints:
             raise ConfigError(
-                f"unknown config key {key!r} in {pair!r}: known keys are "
-                f"{', '.join(sorted(hints))}"
+                f"unknown config key {short_repr(key)} in {short_repr(pair)}: known "
+                f"keys are {', '.join(sorted(hints))}"
             )
         values[key] = parse_value(key, raw.strip(), hints[key])
     return config_from_dict(config_cls, values)
 
 
 def parse_value(key: str, raw: str, hint: Any) -> Any:
-    """Convert the text ``raw`` to the type annotated for ``key``."""
+    """Convert the text ``raw`` to the type annotated for ``key``.
+
+    Numbers follow Python's ``int()`` and ``float()``: ``1_000`` and ``1e-3``
+    are accepted, but an integer field rejects ``0x10`` and ``1e3``. ``nan``
+    and ``inf`` parse as floats and are left to each field's range check.
+    ``none`` (any case) clears an optional field, and a list field takes a
+    comma-separated list.
+    """
     base = unwrap_optional(hint)
     if raw.lower() == "none" and base is not hint:
         return None
@@ -373,10 +407,16 @@ def parse_value(key: str, raw: str, hint: Any) -> Any:
             return float(raw)
         return raw
     except ValueError:
-        name = getattr(base, "__name__", str(base))
         raise ConfigError(
-            f"invalid value {raw!r} for {key}: expected {name}"
+            f"invalid value {short_repr(raw)} for {key}: expected {_TYPE_HELP[base]}"
         ) from None
+
+
+_TYPE_HELP = {
+    bool: "bool (true or false)",
+    int: "int (a decimal integer within 64 bits such as 113; _ may separate digits)",
+    float: "float (a number such as 0.5 or 1e-3)",
+}
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -388,23 +428,32 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 def config_from_dict(config_cls: type, data: dict[str, Any]) -> Any:
-    """Build a config from a dict, rejecting unknown keys and mistyped values."""
+    """Build a config from a dict, rejecting unknown keys and mistyped values.
+
+    Every error, including a ValueError that the class raises itself, is a
+    one-line ConfigError.
+    """
     if not isinstance(data, dict):
         raise ConfigError(
             f"invalid config: expected a JSON object, got {type(data).__name__}"
         )
     hints = typing.get_type_hints(config_cls)
-    unknown = sorted(set(data) - set(hints))
+    unknown = sorted(set(data) - set(hints), key=repr)
     if unknown:
         raise ConfigError(
-            f"unknown config key {unknown[0]!r}: known keys are {', '.join(sorted(hints))}"
+            f"unknown config key {short_repr(unknown[0])}: known keys are "
+            f"{', '.join(sorted(hints))}"
         )
     for key, value in data.items():
         _check_type(key, value, hints[key])
     try:
         return config_cls(**data)
-    except TypeError as err:
-        raise ConfigError(f"invalid config: {err}") from None
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        lines = str(err).splitlines() or [type(err).__name__]
+        prefix = "invalid config: " if isinstance(err, TypeError) else ""
+        raise ConfigError(f"{prefix}{_cut_middle(lines[0])}") from None
 
 
 def unwrap_optional(hint: Any) -> Any:
@@ -415,6 +464,7 @@ def unwrap_optional(hint: Any) -> Any:
 
 
 def _check_type(key: str, value: Any, hint: Any) -> None:
+    """Raise a ConfigError unless ``value`` has type ``hint`` and fits its storage."""
     base = unwrap_optional(hint)
     if value is None and base is not hint:
         return
@@ -434,7 +484,14 @@ def _check_type(key: str, value: Any, hint: Any) -> None:
     if not ok:
         name = getattr(base, "__name__", str(base))
         raise ConfigError(
-            f"invalid type for {key}: {value!r} is {type(value).__name__}, expected {name}"
+            f"invalid type for {key}: {short_repr(value)} is {type(value).__name__}, "
+            f"expected {name}"
+        )
+    # Python compares an int with a float exactly, so no conversion can overflow.
+    if base is float and isinstance(value, int) and abs(value) > sys.float_info.max:
+        raise ConfigError(
+            f"invalid {key} {short_repr(value)}: use a finite number, at most "
+            f"{sys.float_info.max:.4g} in magnitude"
         )
 
 
@@ -443,9 +500,60 @@ def _parse_enum(enum_cls: type[Enum], value: Any, key: str) -> Any:
         return enum_cls(value)
     except ValueError:
         allowed = ", ".join(member.value for member in enum_cls)
-        raise ConfigError(f"unknown {key} {value!r}: use one of {allowed}") from None
+        raise ConfigError(
+            f"unknown {key} {short_repr(value)}: use one of {allowed}"
+        ) from None
+
+
+def _absolute_path(key: str, path: str) -> str:
+    """Return ``path`` made absolute with ``~`` expanded, or raise a ConfigError."""
+    if "\x00" in path:
+        raise ConfigError(
+            f"invalid {key} {short_repr(path)}: a path cannot contain the null "
+            "character; name an existing file"
+        )
+    try:
+        return str(Path(path).expanduser().resolve())
+    except (OSError, RuntimeError) as err:
+        # resolve() raises RuntimeError for a symlink loop (seen on Python 3.11).
+        raise ConfigError(
+            f"invalid {key} {short_repr(path)}: {err.__class__.__name__} while "
+            "resolving it; name an existing file"
+        ) from None
+
+
+def short_repr(value: Any) -> str:
+    """Return ``repr(value)`` for a one-line message, cut to MESSAGE_VALUE_CHARS."""
+    try:
+        text = repr(value)
+    except ValueError:
+        # repr of an int with more digits than sys.get_int_max_str_digits() fails.
+        return f"<{type(value).__name__} too large to print>"
+    if len(text) <= MESSAGE_VALUE_CHARS:
+        return text
+    return f"{text[:MESSAGE_VALUE_CHARS - 3]}..."
+
+
+def _cut_middle(text: str, limit: int = 300) -> str:
+    """Return ``text`` with its middle cut out if it is longer than ``limit``.
+
+    Messages start with the key and end with the fix, so both ends are kept.
+    """
+    if len(text) <= limit:
+        return text
+    half = (limit - 3) // 2
+    return f"{text[:half]}...{text[-half:]}"
+
+
+def require_int64(config: Any) -> None:
+    """Raise a ConfigError for the first int field of ``config`` not below INT_LIMIT."""
+    for name, hint in typing.get_type_hints(type(config)).items():
+        value = getattr(config, name)
+        if unwrap_optional(hint) is int and value is not None:
+            require(value < INT_LIMIT, name, value,
+                    "use an integer below 2**63, the 64-bit limit of numpy and torch")
 
 
 def require(ok: bool, key: str, value: Any, fix: str) -> None:
     if not ok:
-        raise ConfigError(f"invalid {key} {value!r}: {fix}")
+        raise ConfigError(f"invalid {key} {short_repr(value)}: {fix}")

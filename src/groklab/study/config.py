@@ -9,16 +9,20 @@ alpha. The ``quick`` scale takes about an hour on a 2-core laptop; the
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from groklab.config import (
     ConfigError,
+    RunConfig,
     Task,
     apply_overrides,
     config_from_dict,
     config_to_dict,
     require,
+    require_int64,
+    short_repr,
 )
 
 
@@ -74,17 +78,28 @@ class StudyConfig:
                      f"use an integer from 1 to {MAX_SEEDS}")
         require(self.trajectory_checkpoints >= 2, "trajectory_checkpoints",
                  self.trajectory_checkpoints, "use an integer >= 2")
-        for name in ("modadd_overrides", "ising_overrides"):
-            keys = [pair.partition("=")[0].strip() for pair in getattr(self, name)]
-            for key, pair in zip(keys, getattr(self, name)):
-                require(key not in RESERVED_RUN_KEYS, name, pair,
-                        "set tasks, epochs, alphas and seeds with the study's own keys")
-                require(keys.count(key) == 1, name, pair,
-                        f"give {key} once in the list")
+        require_int64(self)
+        for task in Task:
+            self._check_run_overrides(task)
         for name in ("modadd_alphas", "ising_alphas"):
             for alpha in getattr(self, name):
                 require(alpha > 0 and math.isfinite(alpha), name, alpha,
                          "use finite values > 0, e.g. 0.3,1,3")
+
+    def _check_run_overrides(self, task: Task) -> None:
+        """Raise a ConfigError unless ``<task>_overrides`` build a valid run config."""
+        name = f"{task.value}_overrides"
+        pairs = getattr(self, name)
+        keys = [pair.partition("=")[0].strip() for pair in pairs]
+        counts = Counter(keys)
+        for key, pair in zip(keys, pairs):
+            require(key not in RESERVED_RUN_KEYS, name, pair,
+                    "set tasks, epochs, alphas and seeds with the study's own keys")
+            require(counts[key] == 1, name, pair, f"give {key} once in the list")
+        try:
+            apply_overrides(RunConfig, {"task": task.value, "regime": "grok"}, pairs)
+        except ConfigError as err:
+            raise ConfigError(f"invalid {name}: {err}") from None
 
     def epochs(self, task: str) -> int:
         """Return the training epochs of ``task``."""
@@ -131,8 +146,10 @@ SCALES: dict[str, dict[str, Any]] = {
 def study_config(scale: str, overrides: list[str]) -> StudyConfig:
     """Return the preset ``scale`` with ``KEY=VALUE`` overrides applied."""
     if scale not in SCALES:
-        raise ConfigError(f"unknown scale {scale!r}: use quick or paper")
+        raise ConfigError(f"unknown scale {short_repr(scale)}: use quick or paper")
     for pair in overrides:
         if pair.partition("=")[0].strip() == "scale":
-            raise ConfigError(f"invalid override {pair!r}: choose the scale with --scale")
+            raise ConfigError(
+                f"invalid override {short_repr(pair)}: choose the scale with --scale"
+            )
     return apply_overrides(StudyConfig, {"scale": scale, **SCALES[scale]}, overrides)

@@ -8,7 +8,7 @@ out instead, which separates the two classes by a temperature margin.
 
 from __future__ import annotations
 
-import math
+import sys
 
 import numpy as np
 from numpy.typing import NDArray
@@ -17,6 +17,11 @@ from groklab.tasks.ising.observables import CRITICAL_TEMPERATURE, CRITICAL_TOLER
 
 DUPLICATE_TOLERANCE = 1e-9
 """Grid points closer than this are one point, the lower of the two being kept."""
+
+MAX_POINTS = 100_000
+"""Upper bound on ``n_temperatures`` and on ``n_near_tc``. Every grid point
+gets its own Monte Carlo chain, and the default grids have at most 32 points,
+so the bound only stops a mistyped count from building a huge grid in memory."""
 
 
 def temperature_grid(
@@ -41,6 +46,9 @@ def temperature_grid(
     _check_arguments(
         t_min, t_max, n_temperatures, n_near_tc, near_tc_width, exclude_width
     )
+    # Python ints beyond int64 would give linspace an object array.
+    t_min, t_max = float(t_min), float(t_max)
+    near_tc_width, exclude_width = float(near_tc_width), float(exclude_width)
     even = np.linspace(t_min, t_max, n_temperatures)
     near = _near_tc_points(t_min, t_max, n_near_tc, near_tc_width)
     grid = _deduplicate(np.concatenate([even, near]))
@@ -63,20 +71,22 @@ def _check_arguments(
     exclude_width: float,
 ) -> None:
     """Raise a one-line ValueError naming the first invalid argument."""
-    if not 0 < t_min < t_max < math.inf:
+    if not 0 < t_min < t_max <= sys.float_info.max:
         raise ValueError(
             f"temperature range [{t_min}, {t_max}] is invalid; "
             "use 0 < t_min < t_max < inf"
         )
-    if n_temperatures < 1:
-        raise ValueError(f"n_temperatures {n_temperatures} is invalid; use >= 1")
-    if n_near_tc < 0:
-        raise ValueError(f"n_near_tc {n_near_tc} is invalid; use >= 0")
-    if not 0 < near_tc_width < math.inf:
+    if not 1 <= n_temperatures <= MAX_POINTS:
+        raise ValueError(
+            f"n_temperatures {n_temperatures} is invalid; use 1 to {MAX_POINTS}"
+        )
+    if not 0 <= n_near_tc <= MAX_POINTS:
+        raise ValueError(f"n_near_tc {n_near_tc} is invalid; use 0 to {MAX_POINTS}")
+    if not 0 < near_tc_width <= sys.float_info.max:
         raise ValueError(
             f"near_tc_width {near_tc_width} is invalid; use a finite value > 0"
         )
-    if not 0 <= exclude_width < math.inf:
+    if not 0 <= exclude_width <= sys.float_info.max:
         raise ValueError(
             f"exclude_width {exclude_width} is invalid; use a finite value >= 0"
         )

@@ -189,8 +189,9 @@ def _read_pickle(
     try:
         records = pickle.loads(raw)  # noqa: S301 (trusted by the caller)
     except Exception as error:  # Any failure to unpickle means the file is unusable.
+        reason = str(error).splitlines()[0][:120] if str(error) else ""
         raise ValueError(
-            f"cannot unpickle the file ({type(error).__name__}: {error}); "
+            f"cannot unpickle the file ({type(error).__name__}: {reason}); "
             "check that it is a complete pickle"
         ) from error
     if not isinstance(records, (list, tuple)):
@@ -221,7 +222,13 @@ def _pickled_lattice(index: int, record: Any) -> NDArray[Any]:
         lattice = None
     if lattice is None or lattice.dtype == object:
         raise ValueError(
-            f"sample {index}: the configuration is ragged; every row needs L values"
+            f"sample {index}: the configuration is ragged or contains values that "
+            "are not numbers; store L rows of L spins, each -1 or +1"
+        )
+    if lattice.dtype == np.bool_ or not np.issubdtype(lattice.dtype, np.number):
+        raise ValueError(
+            f"sample {index}: the configuration has dtype {lattice.dtype}; "
+            "store numbers -1 and +1"
         )
     if lattice.ndim == 1:
         side = math.isqrt(lattice.size)
@@ -253,7 +260,7 @@ def _number(index: int, value: Any, name: str) -> float:
     """Return ``value`` as a float, or raise a ValueError naming the sample."""
     try:
         return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(
             f"sample {index}: {name} {_short(value)} is not a number"
         ) from None
@@ -261,7 +268,11 @@ def _number(index: int, value: Any, name: str) -> float:
 
 def _short(value: Any) -> str:
     """Return ``repr(value)`` cut to 40 characters for one-line messages."""
-    text = repr(value).replace("\n", " ")
+    try:
+        text = repr(value).replace("\n", " ")
+    except ValueError:
+        # repr of an int with more digits than sys.get_int_max_str_digits() fails.
+        return f"<{type(value).__name__} too large to print>"
     return text if len(text) <= 40 else text[:37] + "..."
 
 
