@@ -82,9 +82,18 @@ def _analyze_parser(sub) -> None:
         "and information geometry of a run; writes analysis.json and figures/.",
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder to analyse")
+    _allow_failed_option(p)
     _cache_option(p)
     _set_option(p, ", ".join(AnalysisConfig.__dataclass_fields__))
     _quiet_option(p)
+
+
+def _allow_failed_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-failed", action="store_true",
+        help="analyse runs marked failed (diverged or crashed) up to their last "
+        "checkpoint instead of rejecting them; analysis.json records the failure",
+    )
 
 
 def _compare_parser(sub) -> None:
@@ -103,6 +112,7 @@ def _compare_parser(sub) -> None:
     p.add_argument("--force", action="store_true",
                    help="replace report.html, summary.json and claims.json in an "
                    "existing --out")
+    _allow_failed_option(p)
     _cache_option(p)
     _set_option(p, ", ".join(AnalysisConfig.__dataclass_fields__))
     _quiet_option(p)
@@ -290,7 +300,7 @@ def _train_base(args) -> dict:
 def _resume_train(args) -> None:
     """Continue ``args.resume`` with its stored config; other options must match it."""
     from groklab.training.loop import train
-    from groklab.training.runfolder import read_run
+    from groklab.training.runfolder import RunFolderError, read_config
 
     for flag in ("out", "force"):
         if getattr(args, flag):
@@ -298,7 +308,12 @@ def _resume_train(args) -> None:
                 f"--{flag} cannot be combined with --resume: resume continues the run "
                 f"folder {args.resume} in place"
             )
-    stored = read_run(args.resume, allow_unfinished=True).config
+    if not args.resume.is_dir():
+        raise RunFolderError(
+            f"run folder {args.resume} not found: pass a folder written by groklab train"
+        )
+    # config.json alone: a run stopped before its first epoch may lack the rest.
+    _, stored = read_config(args.resume)
     requested = apply_overrides(
         RunConfig, {**stored.to_dict(), **_train_base(args)}, args.overrides
     )
@@ -318,7 +333,8 @@ def _run_analyze(args) -> None:
     from groklab.analysis.run import analyze_run
 
     config = apply_overrides(AnalysisConfig, {}, args.overrides)
-    analyze_run(args.run_dir, config, progress=not args.quiet, cache_dir=args.cache_dir)
+    analyze_run(args.run_dir, config, progress=not args.quiet, cache_dir=args.cache_dir,
+                allow_failed=args.allow_failed)
     print(f"analysis: {args.run_dir / 'analysis.json'}")
 
 
@@ -327,7 +343,8 @@ def _run_compare(args) -> None:
 
     config = apply_overrides(AnalysisConfig, {}, args.overrides)
     report = compare_runs(args.runs, args.out, config, progress=not args.quiet,
-                          force=args.force, cache_dir=args.cache_dir)
+                          force=args.force, cache_dir=args.cache_dir,
+                          allow_failed=args.allow_failed)
     print(f"report: {report}")
 
 

@@ -32,6 +32,7 @@ from groklab.config import AnalysisConfig, Task
 from groklab.models import build_model
 from groklab.tasks.loader import TaskData, load_task
 from groklab.training.checkpoints import load_checkpoint, model_tensors
+from groklab.training.lock import folder_lock
 from groklab.training.runfolder import Run, RunFolderError, read_run, versions, write_json
 
 ANALYSIS_FILE = "analysis.json"
@@ -44,14 +45,36 @@ def analyze_run(
     progress: bool = True,
     cache_dir: Path | None = None,
     figures: bool = True,
+    allow_failed: bool = False,
 ) -> dict[str, Any]:
     """Compute every analysis of ``run_dir``, write analysis.json and figures, return it.
 
     ``figures=False`` skips the per-run figures, which take most of the time of
     a small run's analysis; sweeps draw their own aggregate figures instead.
+    A failed run raises RunFolderError unless ``allow_failed`` is set. Then its
+    analysis ends at the last checkpoint written before the failure, and
+    ``run_status`` in the result records the failure. The call holds the run
+    folder's lock throughout, and raises FolderLockedError when another process
+    holds it.
     """
+    with folder_lock(run_dir, "run folder", create=False):
+        return _analyze_locked(
+            run_dir, config, progress=progress, cache_dir=cache_dir, figures=figures,
+            allow_failed=allow_failed,
+        )
+
+
+def _analyze_locked(
+    run_dir: Path,
+    config: AnalysisConfig | None,
+    *,
+    progress: bool,
+    cache_dir: Path | None,
+    figures: bool,
+    allow_failed: bool,
+) -> dict[str, Any]:
     config = config or AnalysisConfig()
-    run = read_run(run_dir)
+    run = read_run(run_dir, allow_failed=allow_failed)
     torch.set_num_threads(run.config.threads)
     data = _load_run_data(run, progress, cache_dir)
     model = build_model(run.config)
@@ -87,6 +110,7 @@ def analyze_run(
             "run_provenance": run.provenance,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
+        "run_status": run.status,
         "final": _final_metrics(run),
         "final_checkpoint_epoch": checkpoints[-1][0],
     }
@@ -125,7 +149,12 @@ def _load_run_data(run: Run, progress: bool, cache_dir: Path | None) -> TaskData
 
 
 def _checked_checkpoints(run: Run) -> list[tuple[int, Path]]:
-    """Return the run's checkpoints after checking that they cover the whole run."""
+    """Return the run's checkpoints after checking that they cover the whole run.
+
+    A failed run covers only the epochs up to its last checkpoint, so its
+    metrics are cut there: the rows after it may hold the non-finite values
+    that stopped the run.
+    """
     checkpoints = run.checkpoints()
     last_row = int(run.metrics["epoch"][-1])
     if len(checkpoints) < 2:
@@ -133,6 +162,10 @@ def _checked_checkpoints(run: Run) -> list[tuple[int, Path]]:
             f"run {run.path} has {len(checkpoints)} checkpoint(s): the dynamics need at "
             "least 2, so re-run training"
         )
+    if run.status.get("state") == "failed":
+        keep = run.metrics["epoch"] <= checkpoints[-1][0]
+        run.metrics = {name: values[keep] for name, values in run.metrics.items()}
+        return checkpoints
     if checkpoints[-1][0] != run.config.epochs or last_row != run.config.epochs:
         raise RunFolderError(
             f"run {run.path} is incomplete: its config expects {run.config.epochs} "

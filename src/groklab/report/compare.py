@@ -9,22 +9,30 @@ from typing import Any
 
 from groklab.analysis.claim_inputs import evaluate_claims
 from groklab.analysis.run import ANALYSIS_FILE, analyze_run, load_analysis
-from groklab.config import AnalysisConfig
+from groklab.config import AnalysisConfig, RunConfig
 from groklab.report.figures import RunView, save_figure, task_figures
-from groklab.report.html import render_report
+from groklab.report.html import render_report, table_html
 from groklab.report.summary import regime_summary, task_comparison
+from groklab.training.lock import folder_lock
 from groklab.training.runfolder import RunFolderError, read_run, versions, write_json, write_text
 
 
-def pair_runs(run_dirs: list[Path]) -> dict[str, dict[str, list[Path]]]:
+def pair_runs(
+    run_dirs: list[Path], *, allow_failed: bool = False
+) -> dict[str, dict[str, list[Path]]]:
     """Group run folders by task and regime, each list sorted by seed.
 
     Each task needs at least one grok and one steady run. Runs of one task and
-    regime are seeds of one setting, so they may differ only in seed.
+    regime are seeds of one setting, so they may differ only in seed. Failed
+    runs raise RunFolderError unless ``allow_failed`` is set.
     """
+    configs = {
+        Path(run_dir): read_run(run_dir, allow_failed=allow_failed).config
+        for run_dir in run_dirs
+    }
     runs: dict[str, dict[str, list[tuple[int, Path]]]] = {}
     for run_dir in run_dirs:
-        config = read_run(run_dir).config
+        config = configs[Path(run_dir)]
         task_runs = runs.setdefault(config.task.value, {})
         slot = task_runs.setdefault(config.regime.value, [])
         for seed, other in slot:
@@ -45,11 +53,11 @@ def pair_runs(run_dirs: list[Path]) -> dict[str, dict[str, list[Path]]]:
         pairs[task] = {regime: [d for _, d in sorted(regimes[regime])]
                        for regime in ("grok", "steady")}
         for regime_runs in pairs[task].values():
-            _check_seeds_of_one_setting(regime_runs)
+            _check_seeds_of_one_setting(regime_runs, configs)
         for other in pairs[task]["steady"]:
-            _check_comparable(pairs[task]["grok"][0], other)
+            _check_comparable(pairs[task]["grok"][0], other, configs)
         for other in pairs[task]["grok"][1:]:
-            _check_comparable(pairs[task]["grok"][0], other)
+            _check_comparable(pairs[task]["grok"][0], other, configs)
     return pairs
 
 
@@ -57,10 +65,12 @@ def pair_runs(run_dirs: list[Path]) -> dict[str, dict[str, list[Path]]]:
 SEED_FIELDS = ("seed", "threads")
 
 
-def _check_seeds_of_one_setting(run_dirs: list[Path]) -> None:
-    first = read_run(run_dirs[0]).config.to_dict()
+def _check_seeds_of_one_setting(
+    run_dirs: list[Path], configs: dict[Path, RunConfig]
+) -> None:
+    first = configs[Path(run_dirs[0])].to_dict()
     for run_dir in run_dirs[1:]:
-        config = read_run(run_dir).config.to_dict()
+        config = configs[Path(run_dir)].to_dict()
         for name, value in first.items():
             if name not in SEED_FIELDS and config[name] != value:
                 raise RunFolderError(
@@ -80,8 +90,10 @@ SHARED_FIELDS = (
 )
 
 
-def _check_comparable(grok_dir: Path, steady_dir: Path) -> None:
-    grok, steady = read_run(grok_dir).config, read_run(steady_dir).config
+def _check_comparable(
+    grok_dir: Path, steady_dir: Path, configs: dict[Path, RunConfig]
+) -> None:
+    grok, steady = configs[Path(grok_dir)], configs[Path(steady_dir)]
     for name in SHARED_FIELDS:
         if getattr(grok, name) != getattr(steady, name):
             raise RunFolderError(
@@ -102,37 +114,46 @@ def compare_runs(
     progress: bool = True,
     force: bool = False,
     cache_dir: Path | None = None,
+    allow_failed: bool = False,
 ) -> Path:
     """Analyse runs that lack an analysis, then write the report, summary and claims.
 
     The figures and the summary table show the lowest seed of each task and
     regime, and claims.json tests the six claims on every seed. An existing
-    report in ``out`` is replaced only with ``force``.
+    report in ``out`` is replaced only with ``force``. The call holds the lock
+    of ``out`` from its check to the end, and raises FolderLockedError when
+    another process holds it. Failed runs raise RunFolderError unless
+    ``allow_failed`` is set. Then they are analysed up to their last
+    checkpoint, and the report lists them in a Failed runs section.
     """
     config = config or AnalysisConfig()
-    pairs = pair_runs(run_dirs)
+    pairs = pair_runs(run_dirs, allow_failed=allow_failed)
     out = Path(out)
-    _check_out(out, force)
-    # Only the lowest seed of each regime is drawn in the report, so only those
-    # runs get per-run figures when they are analysed here.
-    analyses = {
-        run_dir: analysis_for(run_dir, config, progress, cache_dir,
-                              figures=index == 0)
-        for slot in pairs.values() for runs in slot.values()
-        for index, run_dir in enumerate(runs)
-    }
-    claim_entries = evaluate_claims(list(analyses.values()))
-    summary: dict[str, Any] = {"versions": versions(), "analysis_config": config.to_dict()}
-    sections = []
-    for task, slot in sorted(pairs.items()):
-        section = task_section(task, slot, analyses, out)
-        summary[task] = section[1]
-        sections.append(section)
-    write_text(out / "claims.json", claims_json(claim_entries))
-    write_json(out / "summary.json", summary)
-    report = out / "report.html"
-    write_text(report, render_report(sections, summary, claim_entries))
-    return report
+    with folder_lock(out, "report folder"):
+        _check_out(out, force)
+        # Only the lowest seed of each regime is drawn in the report, so only those
+        # runs get per-run figures when they are analysed here.
+        analyses = {
+            run_dir: analysis_for(run_dir, config, progress, cache_dir,
+                                  figures=index == 0, allow_failed=allow_failed)
+            for slot in pairs.values() for runs in slot.values()
+            for index, run_dir in enumerate(runs)
+        }
+        claim_entries = evaluate_claims(list(analyses.values()))
+        summary: dict[str, Any] = {"versions": versions(), "analysis_config": config.to_dict()}
+        sections = []
+        for task, slot in sorted(pairs.items()):
+            section = task_section(task, slot, analyses, out, allow_failed=allow_failed)
+            summary[task] = section[1]
+            sections.append(section)
+        failed = failed_runs(list(analyses.values()))
+        extras = [failed_runs_section(failed)] if failed else []
+        summary["failed_runs"] = failed
+        write_text(out / "claims.json", claims_json(claim_entries))
+        write_json(out / "summary.json", summary)
+        report = out / "report.html"
+        write_text(report, render_report(sections, summary, claim_entries, extras))
+        return report
 
 
 def task_section(
@@ -140,6 +161,8 @@ def task_section(
     slot: dict[str, list[Path]],
     analyses: dict[Path, dict[str, Any]],
     out: Path,
+    *,
+    allow_failed: bool = False,
 ) -> tuple[str, dict[str, Any], dict[str, Path]]:
     """Draw one task's figures into ``out/figures``; return its report section.
 
@@ -150,7 +173,13 @@ def task_section(
     for regime in ("grok", "steady"):
         lowest_seed_run = slot[regime][0]
         analysis = analyses[lowest_seed_run]
-        views.append(RunView(regime, read_run(lowest_seed_run).metrics, analysis))
+        run = read_run(lowest_seed_run, allow_failed=allow_failed)
+        metrics = run.metrics
+        if run.status.get("state") == "failed":
+            # The rows after the last checkpoint may hold the values that failed.
+            keep = metrics["epoch"] <= analysis["final_checkpoint_epoch"]
+            metrics = {name: values[keep] for name, values in metrics.items()}
+        views.append(RunView(regime, metrics, analysis))
         task_summary[regime] = regime_summary(analysis)
     task_summary["comparison"] = task_comparison(task_summary["grok"], task_summary["steady"])
     task_summary["claim_runs"] = {
@@ -189,10 +218,12 @@ def analysis_for(
     cache_dir: Path | None = None,
     *,
     figures: bool = True,
+    allow_failed: bool = False,
 ) -> dict[str, Any]:
     """Reuse analysis.json when it was made with the same settings, else analyse.
 
-    ``figures=False`` skips the per-run figures of a new analysis.
+    ``figures=False`` skips the per-run figures of a new analysis, and
+    ``allow_failed`` admits failed runs as in :func:`analyze_run`.
     """
     if (Path(run_dir) / ANALYSIS_FILE).is_file():
         try:
@@ -204,5 +235,30 @@ def analysis_for(
         print(f"groklab: re-analysing {run_dir}: its analysis.json used other settings",
               file=sys.stderr)
     return analyze_run(
-        run_dir, config, progress=progress, cache_dir=cache_dir, figures=figures
+        run_dir, config, progress=progress, cache_dir=cache_dir, figures=figures,
+        allow_failed=allow_failed,
     )
+
+
+def failed_runs(analyses: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Return the status of each analysed run that failed, keyed by run name."""
+    return {
+        analysis["run"]: analysis["run_status"]
+        for analysis in analyses
+        if analysis.get("run_status", {}).get("state") == "failed"
+    }
+
+
+def failed_runs_section(failed: dict[str, dict[str, Any]]) -> tuple[str, str, str]:
+    """Return the report section that lists failed runs included by --allow-failed."""
+    rows = [
+        [name, str(status.get("epoch", "")), str(status.get("message", ""))]
+        for name, status in sorted(failed.items())
+    ]
+    body = (
+        "<p>These runs failed before their last epoch and were included with "
+        "--allow-failed. Their analyses end at the last checkpoint written before "
+        "the failure, and the claims below count them like finished runs.</p>\n"
+        + table_html("failed-runs", ["run", "failed at epoch", "message"], rows)
+    )
+    return "failed-runs", "Failed runs", body
