@@ -309,6 +309,10 @@ def test_train_resume_bad_input(tmp_path, capsys, args, fragment):
 def test_train_resume_missing_folder(tmp_path, capsys):
     code = main(["train", "--resume", str(tmp_path / "nowhere")])
     assert_one_line_error(capsys, code, "not found")
+    (tmp_path / "notes.txt").write_text("mine")
+    code = main(["train", "--resume", str(tmp_path / "notes.txt")])
+    assert_one_line_error(capsys, code, "is a file, not a run folder")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_compare_writes_claims_for_several_seeds(tmp_path):

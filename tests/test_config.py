@@ -101,3 +101,11 @@ def test_run_name_carries_task_regime_alpha_seed():
     config = RunConfig(task="modadd", regime="steady", seed=3)
     assert config.name == "modadd-steady-a0.1-s3"
     assert math.isclose(config.alpha, 0.1)
+
+
+def test_modulus_upper_limit():
+    from groklab.config import MAX_MODULUS
+
+    RunConfig(task="modadd", regime="grok", p=MAX_MODULUS)
+    with pytest.raises(ConfigError, match="invalid p 4097: use a modulus <= 4096"):
+        RunConfig(task="modadd", regime="grok", p=MAX_MODULUS + 1)

@@ -232,3 +232,12 @@ def test_complex_values_rejected(tmp_path: Path) -> None:
     complex_s = write_npz(tmp_path / "s.npz", spins=spins * 1j, temperature=temperatures)
     with pytest.raises(ValueError, match="spins have dtype complex128; use real"):
         import_dataset(complex_s)
+
+
+def test_random_bytes_named_not_npz(tmp_path: Path) -> None:
+    source = tmp_path / "noise.npz"
+    source.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(ValueError, match="is not an .npz archive") as info:
+        import_dataset(source)
+    assert str(source) in str(info.value)
+    assert "pickle" not in str(info.value)

@@ -12,7 +12,7 @@ import groklab.training.loop as loop
 from groklab.config import RunConfig
 from groklab.training.checkpoints import RNG_KEY, load_checkpoint
 from groklab.training.loop import train
-from groklab.training.runfolder import RunFolderError, list_checkpoints
+from groklab.training.runfolder import RunFolderError, list_checkpoints, read_run
 
 # Checkpoints at 0, 1, 2, 5 and 8: a crash in epoch 7 resumes from epoch 5
 # and must drop the metrics row of epoch 6.
@@ -130,3 +130,26 @@ def test_resume_after_partial_header(tmp_path, kept):
     assert read_status(run)["state"] == "finished"
     assert (run / "metrics.csv").read_text() == (straight / "metrics.csv").read_text()
     assert not list(run.glob(".tmp-*"))
+
+
+def test_resume_without_status_file(tmp_path, monkeypatch):
+    config = RunConfig(**CONFIG)
+    straight = train(config, tmp_path / "straight", progress=False)
+    run = tmp_path / "run"
+    crash_in_epoch(monkeypatch, 7)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(config, run, progress=False)
+    monkeypatch.undo()
+    (run / "status.json").unlink()
+    with pytest.raises(RunFolderError, match="unknown, not finished.*--resume"):
+        read_run(run)
+    train(config, run, resume=True, progress=False)
+    assert read_status(run)["resumed_from"] == 5
+    assert (run / "metrics.csv").read_text() == (straight / "metrics.csv").read_text()
+
+
+def test_corrupt_status_names_fix(tmp_path):
+    run = train(RunConfig(**CONFIG), tmp_path / "run", progress=False)
+    (run / "status.json").write_text("xx")
+    with pytest.raises(RunFolderError, match="delete it, and groklab train --resume"):
+        read_run(run)

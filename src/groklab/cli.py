@@ -308,6 +308,11 @@ def _resume_train(args) -> None:
                 f"--{flag} cannot be combined with --resume: resume continues the run "
                 f"folder {args.resume} in place"
             )
+    if args.resume.exists() and not args.resume.is_dir():
+        raise RunFolderError(
+            f"{args.resume} is a file, not a run folder: pass a folder written by "
+            "groklab train"
+        )
     if not args.resume.is_dir():
         raise RunFolderError(
             f"run folder {args.resume} not found: pass a folder written by groklab train"

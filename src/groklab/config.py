@@ -73,6 +73,10 @@ TASK_DEFAULTS: dict[Task, dict[str, Any]] = {
 }
 
 
+MAX_MODULUS = 4096
+"""Largest modulus ``p``: the p*p pairs of the addition table are built in memory."""
+
+
 @dataclass
 class RunConfig:
     """Everything that determines one training run."""
@@ -170,6 +174,9 @@ class RunConfig:
                  "use an integer >= 1")
         require(self.hidden >= 1, "hidden", self.hidden, "use an integer >= 1")
         require(self.p >= 2, "p", self.p, "use a modulus >= 2, e.g. 113")
+        require(self.p <= MAX_MODULUS, "p", self.p,
+                 f"use a modulus <= {MAX_MODULUS}, because training builds all p*p "
+                 "input pairs in memory (16*p*p bytes, 268 MB at 4096)")
         require(0 < self.train_fraction < 1, "train_fraction", self.train_fraction,
                  "use a value strictly between 0 and 1")
         n_train = round(self.train_fraction * self.p**2)

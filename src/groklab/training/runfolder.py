@@ -84,8 +84,12 @@ def write_text(path: Path, text: str) -> None:
 
 
 def is_run_folder(path: Path) -> bool:
-    """Return True when ``path`` looks like a folder written by groklab train."""
-    return (Path(path) / "config.json").is_file() and (Path(path) / "status.json").is_file()
+    """Return True when ``path`` looks like a folder written by groklab train.
+
+    config.json alone makes a run folder, because a run whose status.json is
+    missing can still be resumed from its checkpoints.
+    """
+    return (Path(path) / "config.json").is_file()
 
 
 HEADER_FILES = {"config.json", "status.json"}
@@ -94,9 +98,9 @@ HEADER_FILES = {"config.json", "status.json"}
 def is_partial_run_folder(path: Path) -> bool:
     """Return True for a run folder stopped while its header was written.
 
-    Such a folder contains one of config.json and status.json, and otherwise
+    Such a folder contains status.json without config.json, and otherwise
     only lock files and temporary files of groklab's atomic writes, so no
-    epoch was trained in it.
+    epoch was trained in it. A folder with config.json is a run folder.
     """
     path = Path(path)
     if not path.is_dir() or is_run_folder(path):
@@ -254,7 +258,10 @@ def read_config(run_dir: Path) -> tuple[dict[str, Any], RunConfig]:
     Raises RunFolderError when the file is missing or invalid.
     """
     run_dir = Path(run_dir)
-    header = _read_json(run_dir / "config.json")
+    header = _read_json(
+        run_dir / "config.json",
+        "restore it, or train the run again into this folder with --force",
+    )
     try:
         config = RunConfig.from_dict(header["config"])
     except (KeyError, TypeError, ConfigError) as err:
@@ -276,12 +283,16 @@ def read_header(run_dir: Path) -> tuple[dict[str, Any], RunConfig, dict[str, Any
     """
     run_dir = Path(run_dir)
     header, config = read_config(run_dir)
-    status = _read_json(run_dir / "status.json")
+    status_path = run_dir / "status.json"
+    if status_path.exists():
+        status = _read_json(status_path, STATUS_FIX)
+    else:
+        status = {"state": "unknown", "message": "status.json not found"}
     # groklab writes each state as one lowercase word: running, finished, ...
     if not re.fullmatch(r"[a-z_]+", str(status.get("state"))):
         raise RunFolderError(
             f"run folder {run_dir} has an invalid status.json (state "
-            f"{short_repr(status.get('state'))}): re-run training"
+            f"{short_repr(status.get('state'))}): {STATUS_FIX}"
         )
     return header, config, status
 
@@ -304,19 +315,27 @@ def read_metrics(path: Path) -> dict[str, np.ndarray]:
     return columns
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+STATUS_FIX = (
+    "delete it, and groklab train --resume continues the run from its checkpoints"
+)
+"""Advice for a damaged status.json: a run without one counts as unfinished."""
+
+
+def _read_json(path: Path, fix: str = "") -> dict[str, Any]:
+    """Return the JSON object in ``path``; ``fix`` tells the user how to repair a bad one."""
     if not path.is_file():
         raise RunFolderError(
             f"{path} not found or not a file: pass a run folder written by groklab train"
         )
+    fix = fix or "restore it, or run the command that wrote it again"
     try:
         data = json.loads(path.read_text())
     except (ValueError, RecursionError) as err:
         # ValueError covers invalid JSON, invalid UTF-8 and integers longer than
         # sys.get_int_max_str_digits(). RecursionError covers deep nesting.
-        raise RunFolderError(f"{path} is corrupt ({err.__class__.__name__}): re-run") from None
+        raise RunFolderError(f"{path} is corrupt ({err.__class__.__name__}): {fix}") from None
     if not isinstance(data, dict):
-        raise RunFolderError(f"{path} is not a JSON object: re-run")
+        raise RunFolderError(f"{path} is not a JSON object: {fix}")
     return data
 
 

@@ -78,8 +78,11 @@ def import_dataset(source: str | Path, *, trust_pickle: bool = False) -> IsingDa
             "nothing was loaded; pass --trust-pickle (trust_pickle=True) only if you "
             "trust its origin"
         )
-    spins, temperature, labels, extra = _read_source(raw, source_format)
-    dataset, convention = _assemble(spins, temperature, labels)
+    try:
+        spins, temperature, labels, extra = _read_source(raw, source_format)
+        dataset, convention = _assemble(spins, temperature, labels)
+    except ValueError as error:
+        raise ValueError(f"invalid Ising data file {path}: {error}") from None
     dataset.metadata["source"] = {
         "path": str(path.resolve()),
         "sha256": hashlib.sha256(raw).hexdigest(),
@@ -124,6 +127,11 @@ def _read_npz(
     raw: bytes,
 ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any] | None, list[str]]:
     """Return the arrays of an ``.npz`` file, spins reshaped to (n, L, L)."""
+    if not raw.startswith(b"PK"):
+        # Every zip file starts with "PK". Without it np.load would try other
+        # formats and blame pickled data.
+        raise ValueError("it is not an .npz archive (no zip header); convert it to an "
+                         ".npz with arrays spins, temperature and optionally label")
     try:
         with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
             contents = {name: npz[name] for name in npz.files}
