@@ -322,7 +322,7 @@ STATUS_FIX = (
 
 
 def _read_json(path: Path, fix: str = "") -> dict[str, Any]:
-    """Return the JSON object in ``path``; ``fix`` tells the user how to repair a bad one."""
+    """Return the JSON object in ``path``. ``fix`` is the repair advice for a bad file."""
     if not path.is_file():
         raise RunFolderError(
             f"{path} not found or not a file: pass a run folder written by groklab train"
