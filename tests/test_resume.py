@@ -39,7 +39,8 @@ def read_status(run_dir: Path) -> dict:
     return json.loads((run_dir / "status.json").read_text())
 
 
-def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
+def straight_and_crashed(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    """Return an uninterrupted run and one that crashed in epoch 7 (resume point 5)."""
     config = RunConfig(**CONFIG)
     straight = train(config, tmp_path / "straight", progress=False)
     crashed = tmp_path / "crashed"
@@ -47,6 +48,12 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(config, crashed, progress=False)
     monkeypatch.undo()
+    return straight, crashed
+
+
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    config = RunConfig(**CONFIG)
+    straight, crashed = straight_and_crashed(tmp_path, monkeypatch)
     assert read_status(crashed)["state"] == "failed"
     assert len((crashed / "metrics.csv").read_text().splitlines()) == 1 + 7
 
@@ -134,12 +141,7 @@ def test_resume_after_partial_header(tmp_path, kept):
 
 def test_resume_without_status_file(tmp_path, monkeypatch):
     config = RunConfig(**CONFIG)
-    straight = train(config, tmp_path / "straight", progress=False)
-    run = tmp_path / "run"
-    crash_in_epoch(monkeypatch, 7)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        train(config, run, progress=False)
-    monkeypatch.undo()
+    straight, run = straight_and_crashed(tmp_path, monkeypatch)
     (run / "status.json").unlink()
     with pytest.raises(RunFolderError, match="unknown, not finished.*--resume"):
         read_run(run)
